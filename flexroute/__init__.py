@@ -1,0 +1,36 @@
+"""flexroute: flex tier first, standard tier at the deadline, and the saving measured.
+
+The public API is listed in ``__all__`` (a test holds it).
+"""
+
+from __future__ import annotations
+
+from flexroute.config import Settings
+from flexroute.errors import (
+    CatalogError,
+    ConfigError,
+    FlexrouteError,
+    LedgerError,
+    RequestRejected,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamStreamBroken,
+)
+from flexroute.usage import Tier, Usage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CatalogError",
+    "ConfigError",
+    "FlexrouteError",
+    "LedgerError",
+    "RequestRejected",
+    "Settings",
+    "Tier",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamStreamBroken",
+    "Usage",
+    "__version__",
+]

@@ -1,0 +1,125 @@
+"""The ``flexroute`` command: serve, emulate, demo, prices, requests."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from collections.abc import Sequence
+
+from flexroute.errors import ConfigError, FlexrouteError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except FlexrouteError as error:
+        print(f"flexroute: {error}", file=sys.stderr)
+        return 2
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flexroute", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the sidecar proxy")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(run=_serve)
+
+    emulate = commands.add_parser("emulate", help="run the provider emulator on loopback")
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--port", type=int, default=8090)
+    emulate.add_argument("--seed", type=int, default=0)
+    emulate.set_defaults(run=_emulate)
+
+    demo = commands.add_parser("demo", help="emulator + proxy + a mixed workload, no keys needed")
+    demo.set_defaults(run=_demo)
+
+    prices = commands.add_parser("prices", help="print the price catalog")
+    prices.set_defaults(run=_prices)
+
+    request = commands.add_parser("request", help="print one ledger record as JSON")
+    request.add_argument("request_id")
+    request.set_defaults(run=_request)
+    return parser
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from flexroute.config import Settings
+    from flexroute.proxy import create_app
+
+    if not _is_loopback(args.host):
+        raise ConfigError(
+            f"refusing to listen on {args.host}: sidecar mode serves with the server's own "
+            "provider keys and has no flexroute keys to check callers, so it binds to loopback "
+            "only. Use --host 127.0.0.1 (gateway mode with flexroute keys is not built yet)."
+        )
+    settings = Settings()
+    app = create_app(settings)
+    print(f"flexroute proxy on http://{args.host}:{args.port} (ledger: {settings.database_url})")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from flexroute.emulator import EmulatorConfig, serve
+
+    if not _is_loopback(args.host):
+        raise ConfigError(f"the emulator binds to loopback only, not {args.host}")
+    print(f"flexroute emulator on http://{args.host}:{args.port} (seed {args.seed})")
+    serve(host=args.host, port=args.port, config=EmulatorConfig(seed=args.seed))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from flexroute.demo import run_demo
+
+    return run_demo()
+
+
+def _prices(args: argparse.Namespace) -> int:
+    from flexroute.catalog import default_catalog
+
+    print(default_catalog().price_table())
+    return 0
+
+
+def _request(args: argparse.Namespace) -> int:
+    import anyio
+
+    from flexroute.config import Settings
+    from flexroute.ledger import open_store
+
+    async def fetch() -> int:
+        store = open_store(Settings().database_url)
+        try:
+            record = await store.get(args.request_id)
+        finally:
+            await store.aclose()
+        if record is None:
+            print(f"flexroute: no ledger record {args.request_id}", file=sys.stderr)
+            return 1
+        print(json.dumps(record.to_json(), indent=2))
+        return 0
+
+    return anyio.run(fetch)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Settings, read from ``FLEXROUTE_*`` environment variables (SPEC §6)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flexroute.duration import parse_start_within
+
+
+def default_database_url() -> str:
+    """The embedded SQLite ledger: ``$XDG_DATA_HOME/flexroute/ledger.sqlite3``."""
+    base = Path.home() / ".local" / "share"
+    import os
+
+    xdg = os.environ.get("XDG_DATA_HOME")
+    if xdg:
+        base = Path(xdg)
+    return f"sqlite:///{base / 'flexroute' / 'ledger.sqlite3'}"
+
+
+class Settings(BaseSettings):
+    """Operator settings. Upstream base URLs come only from here, never from a request."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEXROUTE_", extra="ignore", frozen=True)
+
+    openai_base_url: str = "https://api.openai.com"
+    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    anthropic_base_url: str = "https://api.anthropic.com"
+    database_url: str = Field(default_factory=default_database_url)
+    redis_url: str | None = None
+    secret_key: SecretStr | None = None
+    fee_rate: Decimal = Decimal("0.20")
+    default_start_within: float | None = None
+    payment_processor: str = "manual"
+
+    # Provider keys held by the server (sidecar mode). Read without the prefix, as the
+    # providers' own SDKs do.
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    gemini_api_key: SecretStr | None = Field(default=None, validation_alias="GEMINI_API_KEY")
+    google_api_key: SecretStr | None = Field(default=None, validation_alias="GOOGLE_API_KEY")
+    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+
+    @field_validator("default_start_within", mode="before")
+    @classmethod
+    def _parse_default_start_within(cls, value: object) -> float | None:
+        if value is None or value == "":
+            return None
+        return parse_start_within(value, field="FLEXROUTE_DEFAULT_START_WITHIN")
+
+    @field_validator("fee_rate")
+    @classmethod
+    def _check_fee_rate(cls, value: Decimal) -> Decimal:
+        if not Decimal(0) <= value <= Decimal(1):
+            raise ValueError(f"FLEXROUTE_FEE_RATE must be between 0 and 1, got {value}")
+        return value
+
+    @field_validator("openai_base_url", "gemini_base_url", "anthropic_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"base URL must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")

@@ -1,0 +1,105 @@
+"""What OpenAI's chat-completions and responses formats share: tiers, errors, usage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from flexroute.dialects.base import (
+    MISSING,
+    Dialect,
+    ErrorKind,
+    JSONDict,
+    RequestFacts,
+    dumps,
+    int_field,
+    loads_object,
+)
+from flexroute.errors import RequestRejected
+from flexroute.usage import Tier, Usage
+
+# 429 codes that are not about capacity: waiting for flex would not help.
+_NOT_CAPACITY_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
+
+
+class OpenAIDialect(Dialect):
+    provider = "openai"
+    wire_tiers: Mapping[Tier, str] = MappingProxyType(
+        {Tier.STANDARD: "default", Tier.FLEX: "flex", Tier.PRIORITY: "priority"}
+    )
+
+    def read(self, body: JSONDict, path: str) -> RequestFacts:
+        model = body.get("model")
+        tier = body.get("service_tier")
+        stream = body.get("stream") is True
+        return RequestFacts(
+            model=model if isinstance(model, str) else None,
+            tier=tier if isinstance(tier, str) else None,
+            stream=stream,
+            start_within=body.get("start_within", MISSING),
+            wants_usage=stream and self._asks_usage(body),
+        )
+
+    def _asks_usage(self, body: JSONDict) -> bool:
+        return True
+
+    def prepare(self, body: JSONDict, *, tier: Tier | None, stream: bool, ask_usage: bool) -> bytes:
+        out = dict(body)
+        out.pop("start_within", None)
+        if tier is not None:
+            out["service_tier"] = self.wire_tiers[tier]
+        if stream or "stream" in out:
+            out["stream"] = stream
+        if stream and ask_usage:
+            self._ask_usage(out)
+        return dumps(out)
+
+    def _ask_usage(self, body: JSONDict) -> None:
+        """Make a streaming request report usage (chat needs ``stream_options``)."""
+
+    def classify_error(self, status: int, body: bytes) -> ErrorKind:
+        error = (loads_object(body) or {}).get("error")
+        code = error.get("code") if isinstance(error, Mapping) else None
+        if code == "resource_unavailable":
+            return ErrorKind.CAPACITY
+        if status == 503 or (status == 429 and code not in _NOT_CAPACITY_CODES):
+            return ErrorKind.CAPACITY
+        return ErrorKind.OTHER
+
+    def error_body(self, error: RequestRejected) -> bytes:
+        payload: dict[str, Any] = {
+            "message": error.message,
+            "type": error.error_type,
+            "param": error.param,
+            "code": error.code,
+        }
+        payload.update(error.extra)
+        return dumps({"error": payload})
+
+    def _error_payload(self, message: str, code: str) -> JSONDict:
+        return {"message": message, "type": "server_error", "param": None, "code": code}
+
+
+def chat_usage(usage: object) -> Usage | None:
+    """Usage from a chat-completions ``usage`` object (prompt tokens include cached ones)."""
+    if not isinstance(usage, Mapping):
+        return None
+    prompt = int_field(usage, "prompt_tokens")
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=int_field(usage, "completion_tokens"),
+        cached_input_tokens=min(prompt, int_field(usage, "prompt_tokens_details", "cached_tokens")),
+    )
+
+
+def responses_usage(usage: object) -> Usage | None:
+    """Usage from a Responses API ``usage`` object."""
+    if not isinstance(usage, Mapping):
+        return None
+    prompt = int_field(usage, "input_tokens")
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=int_field(usage, "output_tokens"),
+        cached_input_tokens=min(prompt, int_field(usage, "input_tokens_details", "cached_tokens")),
+    )

@@ -1,0 +1,84 @@
+"""OpenAI ``POST /v1/responses``.
+
+*Started* is the first output event: anything but ``response.created``, ``response.queued`` and
+``response.in_progress``. The terminal event (``response.completed``, ``.incomplete``,
+``.failed``) carries the whole response object, usage and tier served included, which is also
+the non-streaming body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flexroute.dialects._openai import OpenAIDialect, responses_usage
+from flexroute.dialects.base import (
+    JSONDict,
+    Observer,
+    ResponseFacts,
+    dumps,
+    loads_object,
+)
+from flexroute.dialects.sse import SSEEvent, encode_event
+
+_BEFORE_OUTPUT = frozenset({"response.created", "response.queued", "response.in_progress"})
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class ResponsesDialect(OpenAIDialect):
+    name = "openai-responses"
+
+    def read_response(self, body: bytes, headers: Mapping[str, str]) -> ResponseFacts:
+        obj = loads_object(body) or {}
+        return ResponseFacts(
+            responses_usage(obj.get("usage")), self.tier_from_wire(obj.get("service_tier"))
+        )
+
+    def observer(
+        self, *, wants_usage: bool, assemble: bool, headers: Mapping[str, str]
+    ) -> Observer:
+        return ResponsesObserver(self)
+
+    def stream_error(self, message: str, code: str) -> bytes:
+        payload = self._error_payload(message, code)
+        event = {"type": "error", "code": code, "message": message, "param": None, "error": payload}
+        return encode_event(dumps(event).decode(), event="error")
+
+
+class ResponsesObserver(Observer):
+    def __init__(self, dialect: ResponsesDialect) -> None:
+        self._dialect = dialect
+        self._response: JSONDict | None = None
+
+    def is_terminal(self, event: SSEEvent) -> bool:
+        return event.event in _TERMINAL
+
+    def observe(self, event: SSEEvent) -> bytes | None:
+        kind = event.event
+        if kind is None or kind in _TERMINAL or kind == "error" or not self.started:
+            data = loads_object(event.data) or {}
+            kind = kind or data.get("type")
+            if kind == "error":
+                self.failure = data
+                return event.raw
+            response = data.get("response")
+            if isinstance(response, dict):
+                self._response = response
+                tier = self._dialect.tier_from_wire(response.get("service_tier"))
+                if tier is not None:
+                    self.tier_served = tier
+                if response.get("usage") is not None:
+                    self.usage = responses_usage(response["usage"])
+            if kind == "response.failed" and not self.started:
+                error = (response or {}).get("error")
+                self.failure = error if isinstance(error, dict) else {}
+                return event.raw
+        if kind in _TERMINAL:
+            self.finished = True
+        if kind not in _BEFORE_OUTPUT:
+            self.started = True
+        return event.raw
+
+    def assemble(self) -> bytes:
+        if self._response is None:
+            return dumps({})
+        return dumps(self._response)

@@ -1,0 +1,470 @@
+"""The engine: one request in a provider's wire format in, one reply out.
+
+Both faces use it: the proxy hands it the client's HTTP request; the SDK wrapper hands it the
+request the vendor SDK built. ``Engine.handle`` parses and decides (pure), runs the route
+(:mod:`flexroute.routing.flex` for flex), prices the outcome and writes the ledger record
+before the client sees the last byte of the answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import anyio
+
+from flexroute.catalog import Catalog, ModelPrices
+from flexroute.config import Settings
+from flexroute.dialects import Dialect, dialect_for
+from flexroute.dialects.base import JSONDict, loads_object
+from flexroute.dialects.sse import SSEDecoder, encode_comment
+from flexroute.errors import RequestRejected, UpstreamConnectError, UpstreamError
+from flexroute.fees import compute_charge
+from flexroute.ledger.base import DEFAULT_ORG, LedgerRecord, Store
+from flexroute.money import ZERO, format_usd
+from flexroute.routing.decide import Decision, Reason, Route, decide
+from flexroute.routing.flex import AttemptLog, GaveUp, ProviderError, Started, run_flex
+from flexroute.upstream import HOP_BY_HOP, Headers, Upstream, UpstreamRequest, UpstreamResponse
+from flexroute.usage import Tier, Usage
+
+# Headers flexroute consumes or recomputes rather than forwarding upstream.
+_DROP_UPSTREAM = HOP_BY_HOP | {"x-flex-start-within", "accept-encoding"}
+# Response headers never relayed as-is to the client.
+_DROP_DOWNSTREAM = HOP_BY_HOP | {"content-encoding", "date", "server"}
+
+
+def new_request_id() -> str:
+    return f"frq_{uuid.uuid4().hex}"
+
+
+@dataclass(slots=True)
+class Call:
+    """A client request as the engine sees it. Header names are lower-case."""
+
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    received_at: float = field(default_factory=anyio.current_time)
+    received_wall: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    request_id: str = field(default_factory=new_request_id)
+    org_id: str = DEFAULT_ORG
+    key_id: str | None = None
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(slots=True)
+class Reply:
+    """What goes back to the client: a whole body or a byte stream (``aclose`` it)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    stream: AsyncGenerator[bytes, None] | None = None
+
+
+@dataclass(slots=True)
+class _Context:
+    call: Call
+    dialect: Dialect
+    body: JSONDict
+    model: str | None
+    prices: ModelPrices | None
+    decision: Decision
+    wants_stream: bool
+    wants_usage: bool
+    log: AttemptLog
+    route: Route = Route.PASSTHROUGH
+    reason: Reason | None = None
+    flex_wait: float | None = None
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        upstream: Upstream,
+        store: Store,
+        *,
+        clock: Callable[[], float] = anyio.current_time,
+        on_record: Callable[[LedgerRecord], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_record = on_record
+        self.catalog = catalog
+        self.upstream = upstream
+        self.store = store
+        self.clock = clock
+        self._bases = {
+            "openai": settings.openai_base_url,
+            "gemini": settings.gemini_base_url,
+            "anthropic": settings.anthropic_base_url,
+        }
+
+    async def handle(self, call: Call, provider: str = "openai") -> Reply:
+        """Answer ``call``; ``provider`` names the upstream for paths no dialect routes."""
+        dialect = dialect_for(call.method, call.path)
+        if dialect is None:
+            return await self._forward(call, provider)
+        try:
+            ctx = self._context(call, dialect)
+        except RequestRejected as error:
+            return self.reject(dialect, error, call.request_id)
+        try:
+            if ctx.decision.route is Route.FLEX:
+                return await self._flex(ctx)
+            ctx.reason = ctx.decision.reason
+            body = self._body_for(ctx, ctx.decision.tier)
+            return await self._single(ctx, body, "passthrough")
+        except anyio.get_cancelled_exc_class():
+            # The client went away while flexroute waited on the provider.
+            if ctx.log.entries:
+                with anyio.CancelScope(shield=True):
+                    await self._record(ctx, None, None, "client_closed", 499)
+            raise
+
+    def reject(self, dialect: Dialect, error: RequestRejected, request_id: str) -> Reply:
+        headers = [
+            ("content-type", "application/json"),
+            ("x-flexroute-request-id", request_id),
+            ("x-should-retry", "false"),
+            *error.headers.items(),
+        ]
+        return Reply(error.status, headers, dialect.error_body(error))
+
+    def _context(self, call: Call, dialect: Dialect) -> _Context:
+        body = loads_object(call.body)
+        if body is None:
+            raise RequestRejected(
+                400,
+                "The request body is not a JSON object: send the provider's usual JSON request.",
+                code="invalid_json",
+            )
+        facts = dialect.read(body, call.path)
+        prices = self.catalog.lookup(dialect.provider, facts.model) if facts.model else None
+        decision = decide(
+            dialect,
+            facts,
+            prices,
+            header_start_within=call.header("x-flex-start-within"),
+            default_start_within=self.settings.default_start_within,
+        )
+        return _Context(
+            call=call,
+            dialect=dialect,
+            body=body,
+            model=facts.model,
+            prices=prices,
+            decision=decision,
+            wants_stream=facts.stream,
+            wants_usage=facts.wants_usage,
+            log=AttemptLog(call.received_at),
+        )
+
+    # -- routes ---------------------------------------------------------------------------
+
+    async def _flex(self, ctx: _Context) -> Reply:
+        assert ctx.decision.start_within is not None
+        flex_body = ctx.dialect.prepare(ctx.body, tier=Tier.FLEX, stream=True, ask_usage=True)
+        request = self._request(ctx, flex_body, stream=True)
+        result = await run_flex(
+            lambda: self.upstream.send(request),
+            ctx.dialect,
+            deadline=ctx.call.received_at + ctx.decision.start_within,
+            wants_usage=ctx.wants_usage,
+            assemble=not ctx.wants_stream,
+            log=ctx.log,
+            clock=self.clock,
+        )
+        ctx.flex_wait = self.clock() - ctx.call.received_at
+        if isinstance(result, Started):
+            ctx.route = Route.FLEX
+            if ctx.wants_stream:
+                return self._stream_reply(ctx, result.response, result)
+            return await self._assembled_reply(ctx, result)
+        if isinstance(result, ProviderError):
+            ctx.route = Route.FLEX
+            return await self._finish_error(ctx, result.status, result.headers, result.body)
+        assert isinstance(result, GaveUp)
+        ctx.route, ctx.reason = Route.FALLBACK, result.reason
+        return await self._single(ctx, self._body_for(ctx, Tier.STANDARD), "standard")
+
+    async def _single(self, ctx: _Context, body: bytes, label: str) -> Reply:
+        """One upstream call, relayed as the client asked (passthrough and fallback)."""
+        request = self._request(ctx, body, stream=ctx.wants_stream)
+        began = self.clock()
+        try:
+            response = await self.upstream.send(request)
+        except UpstreamConnectError as error:
+            ctx.log.add(label, began, self.clock(), "unreachable", None)
+            return self.reject(
+                ctx.dialect,
+                RequestRejected(
+                    502, str(error), code="upstream_unreachable", error_type="api_error"
+                ),
+                ctx.call.request_id,
+            )
+        if ctx.wants_stream and response.status == 200:
+            ctx.log.add(label, began, self.clock(), "streaming", 200)
+            return self._stream_reply(ctx, response, None)
+        try:
+            data = await response.read()
+        except UpstreamError as error:
+            data, failed = b"", error
+        else:
+            failed = None
+        finally:
+            await response.aclose()
+        ctx.log.add(label, began, self.clock(), "answered", response.status)
+        if failed is not None:
+            return await self._broken_reply(ctx, failed)
+        if response.status != 200:
+            return await self._finish_error(ctx, response.status, list(response.headers), data)
+        facts = ctx.dialect.read_response(data, response.header_map)
+        record = await self._record(ctx, facts.usage, facts.tier_served, "ok", 200)
+        headers = self._headers(ctx, response.headers, record)
+        return Reply(200, headers, data)
+
+    async def _assembled_reply(self, ctx: _Context, started: Started) -> Reply:
+        """A non-streaming client served from the committed flex stream."""
+        observer = started.observer
+        try:
+            if not started.ended:
+                async for chunk in started.response.aiter_bytes():
+                    for event in started.decoder.feed(chunk):
+                        observer.observe(event)
+        except UpstreamError as error:
+            return await self._broken_reply(ctx, error)
+        finally:
+            await started.response.aclose()
+        if not observer.finished:
+            return await self._broken_reply(ctx, UpstreamError("flex stream ended early"))
+        body = observer.assemble()
+        record = await self._record(ctx, observer.usage, observer.tier_served, "ok", 200)
+        headers = self._headers(ctx, started.response.headers, record, content_type=True)
+        return Reply(200, headers, body)
+
+    def _stream_reply(
+        self, ctx: _Context, response: UpstreamResponse, started: Started | None
+    ) -> Reply:
+        headers = self._headers(ctx, response.headers)
+        if started is not None and started.observer.tier_served is not None:
+            headers.append(("x-flexroute-tier", str(started.observer.tier_served)))
+        return Reply(200, headers, stream=self._relay(ctx, response, started))
+
+    async def _relay(
+        self, ctx: _Context, response: UpstreamResponse, started: Started | None
+    ) -> AsyncGenerator[bytes, None]:
+        """Relay an SSE stream; the terminal event waits until the ledger has the record."""
+        if started is None:
+            observer = ctx.dialect.observer(
+                wants_usage=ctx.wants_usage, assemble=False, headers=response.header_map
+            )
+            decoder, held, first = SSEDecoder(), [], b""
+        else:
+            observer, decoder, held = started.observer, started.decoder, started.held
+            first = b"".join(started.sent)
+        status = "client_closed"
+        try:
+            if first:
+                yield first
+            async for chunk in response.aiter_bytes():
+                out = []
+                for event in decoder.feed(chunk):
+                    data = observer.observe(event)
+                    if data is not None:
+                        (held if observer.is_terminal(event) else out).append(data)
+                if out:
+                    yield b"".join(out)
+            status = "ok" if observer.finished else "stream_broken"
+        except UpstreamError:
+            status = "stream_broken"
+        finally:
+            await response.aclose()
+            if status == "client_closed":
+                with anyio.CancelScope(shield=True):
+                    await self._record(ctx, observer.usage, observer.tier_served, status, 200)
+        record = await self._record(ctx, observer.usage, observer.tier_served, status, 200)
+        if status == "stream_broken":
+            yield ctx.dialect.stream_error(
+                "The provider's stream broke off before it finished; the answer is incomplete. "
+                "Retry the request.",
+                "upstream_stream_broken",
+            )
+            return
+        yield b"".join(held) + _cost_comment(record)
+
+    async def _broken_reply(self, ctx: _Context, error: Exception) -> Reply:
+        await self._record(ctx, None, None, "stream_broken", 502)
+        return self.reject(
+            ctx.dialect,
+            RequestRejected(
+                502,
+                f"The provider's answer broke off before it finished ({error}); retry the request.",
+                code="upstream_stream_broken",
+                error_type="api_error",
+            ),
+            ctx.call.request_id,
+        )
+
+    async def _finish_error(
+        self, ctx: _Context, status: int, headers: Headers, body: bytes
+    ) -> Reply:
+        """A provider error, recorded and relayed as the provider sent it."""
+        record = await self._record(ctx, None, None, "error", status)
+        return Reply(status, self._headers(ctx, headers, record), body)
+
+    async def _forward(self, call: Call, provider: str) -> Reply:
+        """Any other path of the provider's API: forwarded unchanged, not routed or recorded."""
+        headers = [(k, v) for k, v in call.headers if k not in HOP_BY_HOP]
+        url = self._bases[provider] + call.path + (f"?{call.query}" if call.query else "")
+        try:
+            response = await self.upstream.send(
+                UpstreamRequest(call.method, url, headers, call.body)
+            )
+        except UpstreamConnectError as error:
+            raise RequestRejected(502, str(error), code="upstream_unreachable") from error
+        out = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
+        out.append(("x-flexroute-request-id", call.request_id))
+        return Reply(response.status, out, stream=_passthrough_bytes(response))
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def _body_for(self, ctx: _Context, tier: Tier | None) -> bytes:
+        """The body to send: the client's own bytes when nothing needs changing."""
+        needs_usage = ctx.wants_stream and ctx.decision.route is not Route.PASSTHROUGH
+        untouched = tier is None and "start_within" not in ctx.body and not needs_usage
+        if untouched:
+            return ctx.call.body
+        return ctx.dialect.prepare(
+            ctx.body, tier=tier, stream=ctx.wants_stream, ask_usage=needs_usage
+        )
+
+    def _request(self, ctx: _Context, body: bytes, *, stream: bool) -> UpstreamRequest:
+        headers = [(k, v) for k, v in ctx.call.headers if k not in _DROP_UPSTREAM]
+        headers.append(("accept-encoding", "identity"))
+        if ctx.call.header("x-client-request-id") is None:
+            headers.append(("x-client-request-id", ctx.call.request_id))
+        path = ctx.dialect.upstream_path(ctx.call.path, stream)
+        query = f"?{ctx.call.query}" if ctx.call.query else ""
+        url = self._bases[ctx.dialect.provider] + path + query
+        return UpstreamRequest("POST", url, headers, body)
+
+    def _headers(
+        self,
+        ctx: _Context,
+        upstream_headers: Headers,
+        record: LedgerRecord | None = None,
+        *,
+        content_type: bool = False,
+    ) -> list[tuple[str, str]]:
+        out = [
+            (k, v)
+            for k, v in upstream_headers
+            if k not in _DROP_DOWNSTREAM and not (content_type and k == "content-type")
+        ]
+        if content_type:
+            out.append(("content-type", "application/json"))
+        out += [
+            ("x-flexroute-request-id", ctx.call.request_id),
+            ("x-flexroute-route", str(ctx.route)),
+        ]
+        if ctx.reason is not None:
+            out.append(("x-flexroute-reason", str(ctx.reason)))
+        if ctx.flex_wait is not None:
+            out.append(("x-flexroute-flex-wait-ms", str(round(ctx.flex_wait * 1000))))
+        if record is not None:
+            if record.tier_served is not None:
+                out.append(("x-flexroute-tier", record.tier_served))
+            out += _money_headers(record)
+        return out
+
+    async def _record(
+        self, ctx: _Context, usage: Usage | None, tier_served: Tier | None, status: str, http: int
+    ) -> LedgerRecord:
+        standard, actual = self._costs(ctx.prices, usage, tier_served)
+        billable = ctx.route is Route.FLEX and tier_served is Tier.FLEX
+        if standard is not None and actual is not None:
+            charge = compute_charge(
+                standard, actual, billable=billable, fee_rate=self.settings.fee_rate
+            )
+            saving, fee = charge.saving, charge.fee
+        else:
+            saving = fee = ZERO
+        start_within = ctx.decision.start_within
+        record = LedgerRecord(
+            request_id=ctx.call.request_id,
+            org_id=ctx.call.org_id,
+            key_id=ctx.call.key_id,
+            provider=ctx.dialect.provider,
+            endpoint=ctx.call.path,
+            model=ctx.model,
+            route=str(ctx.route),
+            reason=None if ctx.reason is None else str(ctx.reason),
+            tier_requested=ctx.decision.tier_requested,
+            tier_served=None if tier_served is None else str(tier_served),
+            start_within_ms=None if start_within is None else round(start_within * 1000),
+            flex_wait_ms=None if ctx.flex_wait is None else round(ctx.flex_wait * 1000),
+            attempts=len(ctx.log.entries),
+            usage=usage,
+            standard_cost=standard,
+            actual_cost=actual,
+            saving=saving,
+            fee=fee,
+            status=status,
+            http_status=http,
+            received_at=ctx.call.received_wall,
+            completed_at=dt.datetime.now(dt.UTC),
+            attempt_log=tuple(ctx.log.entries),
+        )
+        await self.store.record(record)
+        if self.on_record is not None:
+            self.on_record(record)
+        return record
+
+    @staticmethod
+    def _costs(
+        prices: ModelPrices | None, usage: Usage | None, tier_served: Tier | None
+    ) -> tuple[Decimal | None, Decimal | None]:
+        if prices is None or usage is None:
+            return None, None
+        standard = prices.cost(Tier.STANDARD, usage)
+        served = tier_served or Tier.STANDARD
+        actual = prices.cost(served, usage) if served in prices.tiers else None
+        return standard, actual
+
+
+def _money_headers(record: LedgerRecord) -> list[tuple[str, str]]:
+    if record.actual_cost is None or record.standard_cost is None:
+        return []
+    return [
+        ("x-flexroute-cost-usd", format_usd(record.actual_cost)),
+        ("x-flexroute-standard-cost-usd", format_usd(record.standard_cost)),
+        ("x-flexroute-saving-usd", format_usd(record.saving)),
+        ("x-flexroute-fee-usd", format_usd(record.fee)),
+    ]
+
+
+def _cost_comment(record: LedgerRecord) -> bytes:
+    fields = dict(_money_headers(record))
+    fields["x-flexroute-request-id"] = record.request_id
+    return encode_comment("flexroute " + json.dumps(fields, separators=(",", ":")))
+
+
+async def _passthrough_bytes(response: UpstreamResponse) -> AsyncGenerator[bytes, None]:
+    try:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+    finally:
+        await response.aclose()

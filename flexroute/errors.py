@@ -1,0 +1,76 @@
+"""flexroute's one exception tree.
+
+::
+
+    FlexrouteError
+     ├── ConfigError            a setting or command-line value is unusable
+     ├── CatalogError           a pricing/*.toml entry is invalid (names file, model, field)
+     ├── RequestRejected        flexroute refuses a client request itself (4xx it makes)
+     │    └── (status, code, param, message) are shaped into the endpoint's dialect
+     ├── UpstreamError          the provider could not be reached or broke off
+     │    ├── UpstreamConnectError
+     │    └── UpstreamStreamBroken   a stream ended without its terminal event
+     └── LedgerError            the store could not write or read a record
+
+Foreign exceptions (aiohttp, httpx2, sqlite3) are translated into this tree at exactly one
+seam each: ``flexroute.upstream`` for HTTP clients, ``flexroute.ledger`` for storage.
+"""
+
+from __future__ import annotations
+
+
+class FlexrouteError(Exception):
+    """Base of every error flexroute raises on purpose."""
+
+
+class ConfigError(FlexrouteError):
+    """A setting, a command-line value or a config file is unusable."""
+
+
+class CatalogError(FlexrouteError):
+    """An entry in the price catalog is invalid."""
+
+
+class RequestRejected(FlexrouteError):  # noqa: N818 -- names what happened to the request
+    """flexroute answers the client with an error of its own making.
+
+    ``code`` is a stable machine-readable string, ``param`` the request field at fault (if any),
+    ``message`` a sentence naming the value and the fix. Proxy and SDK wrapper shape it into the
+    endpoint's dialect so the client SDK raises its usual exception.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str,
+        param: str | None = None,
+        error_type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.error_type = error_type
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+class UpstreamError(FlexrouteError):
+    """The provider could not be reached, or its answer broke off."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """No connection to the provider could be made (or it timed out)."""
+
+
+class UpstreamStreamBroken(UpstreamError):  # noqa: N818 -- reads as the condition it is
+    """The provider's stream ended or failed before its terminal event."""
+
+
+class LedgerError(FlexrouteError):
+    """The ledger store failed to write or read."""

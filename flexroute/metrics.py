@@ -1,0 +1,47 @@
+"""In-process counters, rendered as Prometheus text at ``GET /metrics``. Never holds secrets."""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+
+from flexroute.ledger.base import LedgerRecord
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, str]] = Counter()
+        self.saving: dict[str, Decimal] = {}
+        self.fee: dict[str, Decimal] = {}
+        self.flex_wait_ms_sum = 0
+        self.flex_wait_count = 0
+
+    def observe(self, record: LedgerRecord) -> None:
+        self.requests[(record.provider, record.route, record.status)] += 1
+        self.saving[record.provider] = self.saving.get(record.provider, Decimal(0)) + record.saving
+        self.fee[record.provider] = self.fee.get(record.provider, Decimal(0)) + record.fee
+        if record.flex_wait_ms is not None:
+            self.flex_wait_ms_sum += record.flex_wait_ms
+            self.flex_wait_count += 1
+
+    def render(self) -> str:
+        lines = [
+            "# HELP flexroute_requests_total Requests that reached a provider.",
+            "# TYPE flexroute_requests_total counter",
+        ]
+        for (provider, route, status), count in sorted(self.requests.items()):
+            labels = f'provider="{provider}",route="{route}",status="{status}"'
+            lines.append(f"flexroute_requests_total{{{labels}}} {count}")
+        for name, values, help_text in (
+            ("flexroute_saving_usd_total", self.saving, "Saving against the standard price."),
+            ("flexroute_fee_usd_total", self.fee, "Fees computed (20% of the saving)."),
+        ):
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+            lines += [f'{name}{{provider="{p}"}} {v}' for p, v in sorted(values.items())]
+        lines += [
+            "# HELP flexroute_flex_wait_ms Time from receipt to flex start or fallback.",
+            "# TYPE flexroute_flex_wait_ms summary",
+            f"flexroute_flex_wait_ms_sum {self.flex_wait_ms_sum}",
+            f"flexroute_flex_wait_ms_count {self.flex_wait_count}",
+        ]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,135 @@
+"""The sidecar proxy as a plain ASGI application.
+
+Paths under ``/flexroute/v1/`` and ``/metrics`` are flexroute's own; every other path is a
+provider's API: routed by the engine when a dialect knows it, forwarded unchanged otherwise.
+A client that disconnects cancels the request's task group, which closes the upstream call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from flexroute import __version__
+from flexroute.dialects.openai_chat import ChatDialect
+from flexroute.engine import Call, Engine, Reply
+from flexroute.errors import RequestRejected
+from flexroute.metrics import Metrics
+from flexroute.proxy.auth import SidecarAuth
+from flexroute.proxy.http import ClientGone, read_body, request_headers, send_json, send_reply
+from flexroute.proxy.types import Message, Receive, Scope, Send
+
+_OPENAI_ERRORS = ChatDialect()
+
+
+class ProxyApp:
+    def __init__(
+        self,
+        engine: Engine,
+        auth: SidecarAuth,
+        metrics: Metrics,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.auth = auth
+        self.metrics = metrics
+        self._on_shutdown = on_shutdown
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path.startswith("/flexroute/") or path == "/metrics":
+            await self._api(scope, send)
+            return
+        await self._proxy(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._on_shutdown is not None:
+                    await self._on_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        provider = "openai"
+        try:
+            body = await read_body(receive)
+        except ClientGone:
+            return
+        except RequestRejected as error:
+            await send_reply(send, self.engine.reject(_OPENAI_ERRORS, error, "-"))
+            return
+        headers = self.auth.upstream_headers(provider, request_headers(scope))
+        call = Call(
+            method=scope["method"],
+            path=scope["path"],
+            query=scope["query_string"].decode("latin-1"),
+            headers=headers,
+            body=body,
+        )
+        async with anyio.create_task_group() as group:
+            group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+            try:
+                reply = await self.engine.handle(call, provider)
+            except RequestRejected as error:
+                reply = self.engine.reject(_OPENAI_ERRORS, error, call.request_id)
+            await send_reply(send, reply)
+            group.cancel_scope.cancel()
+
+    async def _api(self, scope: Scope, send: Send) -> None:
+        path: str = scope["path"]
+        if scope["method"] != "GET":
+            await _not_found(send, path)
+        elif path == "/flexroute/v1/health":
+            await send_json(
+                send, 200, json.dumps({"status": "ok", "version": __version__}).encode()
+            )
+        elif path == "/metrics":
+            body = self.metrics.render().encode()
+            await send_reply(
+                send,
+                _reply(200, body, "text/plain; version=0.0.4; charset=utf-8"),
+            )
+        elif path.startswith("/flexroute/v1/requests/"):
+            request_id = path.removeprefix("/flexroute/v1/requests/")
+            record = await self.engine.store.get(request_id)
+            if record is None:
+                await _not_found(send, path)
+            else:
+                await send_json(send, 200, json.dumps(record.to_json()).encode())
+        else:
+            await _not_found(send, path)
+
+
+def _reply(status: int, body: bytes, content_type: str) -> Reply:
+    return Reply(status, [("content-type", content_type)], body)
+
+
+async def _not_found(send: Send, path: str) -> None:
+    error = {
+        "error": {
+            "message": f"No flexroute resource at {path}.",
+            "type": "not_found",
+            "code": "not_found",
+            "param": None,
+        }
+    }
+    await send_json(send, 404, json.dumps(error).encode())
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return

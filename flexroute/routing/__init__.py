@@ -1,0 +1,1 @@
+"""Routing: :mod:`decide` (pure: which route) and :mod:`flex` (async: running it)."""
