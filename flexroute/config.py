@@ -25,7 +25,9 @@ def default_database_url() -> str:
 class Settings(BaseSettings):
     """Operator settings. Upstream base URLs come only from here, never from a request."""
 
-    model_config = SettingsConfigDict(env_prefix="FLEXROUTE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="FLEXROUTE_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     openai_base_url: str = "https://api.openai.com"
     gemini_base_url: str = "https://generativelanguage.googleapis.com"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -22,7 +22,7 @@ from flexroute.config import Settings
 from flexroute.dialects import Dialect, dialect_for
 from flexroute.dialects.base import JSONDict, loads_object
 from flexroute.dialects.sse import SSEDecoder, encode_comment
-from flexroute.errors import RequestRejected, UpstreamConnectError, UpstreamError
+from flexroute.errors import CatalogError, RequestRejected, UpstreamConnectError, UpstreamError
 from flexroute.fees import compute_charge
 from flexroute.ledger.base import DEFAULT_ORG, LedgerRecord, Store
 from flexroute.money import ZERO, format_usd
@@ -177,11 +177,16 @@ class Engine:
     async def _flex(self, ctx: _Context) -> Reply:
         assert ctx.decision.start_within is not None
         flex_body = ctx.dialect.prepare(ctx.body, tier=Tier.FLEX, stream=True, ask_usage=True)
-        request = self._request(ctx, flex_body, stream=True)
+        deadline = ctx.call.received_at + ctx.decision.start_within
+
+        def send() -> Awaitable[UpstreamResponse]:
+            extra = ctx.dialect.attempt_headers(Tier.FLEX, deadline - self.clock())
+            return self.upstream.send(self._request(ctx, flex_body, stream=True, extra=extra))
+
         result = await run_flex(
-            lambda: self.upstream.send(request),
+            send,
             ctx.dialect,
-            deadline=ctx.call.received_at + ctx.decision.start_within,
+            deadline=deadline,
             wants_usage=ctx.wants_usage,
             assemble=not ctx.wants_stream,
             log=ctx.log,
@@ -221,14 +226,11 @@ class Engine:
         try:
             data = await response.read()
         except UpstreamError as error:
-            data, failed = b"", error
-        else:
-            failed = None
+            ctx.log.add(label, began, self.clock(), "broken", response.status)
+            return await self._broken_reply(ctx, error)
         finally:
             await response.aclose()
         ctx.log.add(label, began, self.clock(), "answered", response.status)
-        if failed is not None:
-            return await self._broken_reply(ctx, failed)
         if response.status != 200:
             return await self._finish_error(ctx, response.status, list(response.headers), data)
         facts = ctx.dialect.read_response(data, response.header_map)
@@ -280,7 +282,7 @@ class Engine:
             if first:
                 yield first
             async for chunk in response.aiter_bytes():
-                out = []
+                out: list[bytes] = []
                 for event in decoder.feed(chunk):
                     data = observer.observe(event)
                     if data is not None:
@@ -351,15 +353,16 @@ class Engine:
             ctx.body, tier=tier, stream=ctx.wants_stream, ask_usage=needs_usage
         )
 
-    def _request(self, ctx: _Context, body: bytes, *, stream: bool) -> UpstreamRequest:
+    def _request(
+        self, ctx: _Context, body: bytes, *, stream: bool, extra: Headers = ()
+    ) -> UpstreamRequest:
         headers = [(k, v) for k, v in ctx.call.headers if k not in _DROP_UPSTREAM]
+        headers += extra
         headers.append(("accept-encoding", "identity"))
         if ctx.call.header("x-client-request-id") is None:
             headers.append(("x-client-request-id", ctx.call.request_id))
-        path = ctx.dialect.upstream_path(ctx.call.path, stream)
-        query = f"?{ctx.call.query}" if ctx.call.query else ""
-        url = self._bases[ctx.dialect.provider] + path + query
-        return UpstreamRequest("POST", url, headers, body)
+        target = ctx.dialect.upstream_target(ctx.call.path, ctx.call.query, stream)
+        return UpstreamRequest("POST", self._bases[ctx.dialect.provider] + target, headers, body)
 
     def _headers(
         self,
@@ -439,9 +442,14 @@ class Engine:
     ) -> tuple[Decimal | None, Decimal | None]:
         if prices is None or usage is None:
             return None, None
-        standard = prices.cost(Tier.STANDARD, usage)
-        served = tier_served or Tier.STANDARD
-        actual = prices.cost(served, usage) if served in prices.tiers else None
+        try:
+            standard = prices.cost(Tier.STANDARD, usage)
+        except CatalogError:
+            return None, None
+        try:
+            actual = prices.cost(tier_served or Tier.STANDARD, usage)
+        except CatalogError:  # the catalog has no price for the tier served
+            actual = None
         return standard, actual
 
 

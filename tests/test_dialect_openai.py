@@ -203,9 +203,16 @@ def rev(kind: str, **data: Any) -> bytes:
 class TestResponsesStream:
     def test_created_and_in_progress_are_not_a_start(self) -> None:
         """Only an output event starts the attempt; the completed event is terminal."""
-        response = {"id": "resp_1", "status": "completed", "service_tier": "flex",
-                    "usage": {"input_tokens": 10, "output_tokens": 3,
-                              "input_tokens_details": {"cached_tokens": 2}}}  # fmt: skip
+        response = {
+            "id": "resp_1",
+            "status": "completed",
+            "service_tier": "flex",
+            "usage": {
+                "input_tokens": 10,
+                "output_tokens": 3,
+                "input_tokens_details": {"cached_tokens": 2},
+            },
+        }
         stream = (
             rev("response.created", response={"id": "resp_1", "status": "in_progress"})
             + rev("response.in_progress", response={"id": "resp_1"})

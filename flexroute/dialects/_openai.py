@@ -29,6 +29,10 @@ class OpenAIDialect(Dialect):
         {Tier.STANDARD: "default", Tier.FLEX: "flex", Tier.PRIORITY: "priority"}
     )
 
+    def tier_from_wire(self, value: object) -> Tier | None:
+        # OpenAI renamed priority "Fast mode" (2026) and reports either name.
+        return Tier.PRIORITY if value == "fast" else super().tier_from_wire(value)
+
     def read(self, body: JSONDict, path: str) -> RequestFacts:
         model = body.get("model")
         tier = body.get("service_tier")

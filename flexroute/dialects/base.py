@@ -107,9 +107,13 @@ class Dialect(ABC):
                 return tier
         return None
 
-    def upstream_path(self, path: str, stream: bool) -> str:
-        """The path to call upstream (Gemini changes it for streaming)."""
-        return path
+    def upstream_target(self, path: str, query: str, stream: bool) -> str:
+        """Path and query to call upstream (Gemini's streaming is a different method)."""
+        return f"{path}?{query}" if query else path
+
+    def attempt_headers(self, tier: Tier, remaining: float) -> list[tuple[str, str]]:
+        """Extra request headers for an attempt with ``remaining`` seconds of budget."""
+        return []
 
 
 def dumps(obj: object) -> bytes:

@@ -13,15 +13,13 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from flexroute import __version__
-from flexroute.dialects.openai_chat import ChatDialect
+from flexroute.dialects import error_dialect, provider_for
 from flexroute.engine import Call, Engine, Reply
 from flexroute.errors import RequestRejected
 from flexroute.metrics import Metrics
 from flexroute.proxy.auth import SidecarAuth
 from flexroute.proxy.http import ClientGone, read_body, request_headers, send_json, send_reply
 from flexroute.proxy.types import Message, Receive, Scope, Send
-
-_OPENAI_ERRORS = ChatDialect()
 
 
 class ProxyApp:
@@ -61,20 +59,21 @@ class ProxyApp:
                 return
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        provider = "openai"
+        headers = request_headers(scope)
+        query = scope["query_string"].decode("latin-1")
+        provider = provider_for(scope["path"], {k for k, _ in headers}, query)
         try:
             body = await read_body(receive)
         except ClientGone:
             return
         except RequestRejected as error:
-            await send_reply(send, self.engine.reject(_OPENAI_ERRORS, error, "-"))
+            await send_reply(send, self.engine.reject(error_dialect(provider), error, "-"))
             return
-        headers = self.auth.upstream_headers(provider, request_headers(scope))
         call = Call(
             method=scope["method"],
             path=scope["path"],
-            query=scope["query_string"].decode("latin-1"),
-            headers=headers,
+            query=query,
+            headers=self.auth.upstream_headers(provider, headers),
             body=body,
         )
         async with anyio.create_task_group() as group:
@@ -82,7 +81,7 @@ class ProxyApp:
             try:
                 reply = await self.engine.handle(call, provider)
             except RequestRejected as error:
-                reply = self.engine.reject(_OPENAI_ERRORS, error, call.request_id)
+                reply = self.engine.reject(error_dialect(provider), error, call.request_id)
             await send_reply(send, reply)
             group.cancel_scope.cancel()
 

@@ -1,0 +1,1 @@
+"""flexroute's benchmarks: run on loopback against the emulator; see benchmarks/README.md."""

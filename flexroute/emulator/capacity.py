@@ -1,0 +1,154 @@
+"""The emulator's capacity model: what one attempt will do (refuse, queue, how fast it streams).
+
+Pure and synchronous. Without controls, each request draws from one ``random.Random(seed)``
+in arrival order, always the same number of draws, so a seed and a request sequence give the
+same plans every run. Flex requests are refused with probability ``flex_refusal_rate`` and
+otherwise queue for a lognormal delay (median ``flex_queue_median``), then stream more slowly
+than the standard tier; standard and priority requests queue briefly and may be refused when
+the standard tier is overloaded (``standard_overload_rate``). ``fast=True`` answers everything
+at once, for benchmarks of the code in front of the emulator.
+
+A request with an ``x-emulator`` header is scripted instead (see ``controls``).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from flexroute.emulator.controls import ALWAYS, Controls
+
+
+class Tier(enum.Enum):
+    """A service tier, in the emulator's own words (each wire format names them its way)."""
+
+    STANDARD = "default"
+    FLEX = "flex"
+    PRIORITY = "priority"
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    """The seeded model of flex and standard capacity. All times are in seconds."""
+
+    seed: int = 0
+    fast: bool = False
+    flex_refusal_rate: float = 0.1
+    flex_refuse_status: int = 429
+    flex_queue_median: float = 1.0
+    flex_queue_sigma: float = 1.0
+    flex_queue_max: float = 60.0
+    flex_token_interval: float = 0.02
+    standard_queue_median: float = 0.05
+    standard_queue_sigma: float = 0.5
+    standard_overload_rate: float = 0.0
+    standard_token_interval: float = 0.01
+    tokens: int = 8
+    retry_after: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("flex_refusal_rate", "standard_overload_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"EmulatorConfig.{name} must be within [0, 1]")
+        if self.tokens < 0:
+            raise ValueError("EmulatorConfig.tokens must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    retry_after: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one attempt does. ``refusal``/``error_status`` win over everything else."""
+
+    tier_served: Tier
+    queue: float = 0.0
+    token_interval: float = 0.0
+    tokens: int = 8
+    refusal: Refusal | None = None
+    error_status: int | None = None
+    answer: str = "text"  # "text" | "tool_call" | "refusal"
+    break_after: int | None = None
+    prompt_tokens: int | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+def refusal_key(client_request_id: str | None, raw_body: bytes) -> str:
+    """Which attempts count as "the same request" for ``flex_refuse=N``."""
+    if client_request_id:
+        return f"id:{client_request_id}"
+    return f"body:{hashlib.sha256(raw_body).hexdigest()}"
+
+
+class CapacityModel:
+    """Turns (tier requested, controls) into a ``Plan``; remembers refusals per request."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self._random = random.Random(config.seed)
+        self._refused: Counter[str] = Counter()
+
+    def reset(self) -> None:
+        """Forget refusal counts and restart the seeded sequence."""
+        self._random = random.Random(self.config.seed)
+        self._refused.clear()
+
+    def plan(self, tier: Tier, controls: Controls | None, key: str) -> Plan:
+        if controls is None:
+            return self._seeded(tier)
+        return self._scripted(tier, controls, key)
+
+    def _scripted(self, tier: Tier, c: Controls, key: str) -> Plan:
+        served = Tier(c.serve_tier) if c.serve_tier else tier
+        refusal = None
+        if tier is Tier.FLEX and c.flex_refuse is not None:
+            refused = self._refused[key]
+            if c.flex_refuse == ALWAYS or refused < c.flex_refuse:
+                self._refused[key] = refused + 1
+                refusal = Refusal(c.refuse_status or 429, c.retry_after)
+        queue = c.flex_queue if tier is Tier.FLEX else c.standard_queue
+        answer = "tool_call" if c.tool_call else "refusal" if c.refusal else "text"
+        return Plan(
+            tier_served=served,
+            queue=queue or 0.0,
+            token_interval=c.token_interval or 0.0,
+            tokens=self.config.tokens if c.tokens is None else c.tokens,
+            refusal=refusal,
+            error_status=c.status,
+            answer=answer,
+            break_after=c.break_after,
+            prompt_tokens=c.prompt_tokens,
+            cached_tokens=c.cached_tokens or 0,
+            reasoning_tokens=c.reasoning_tokens or 0,
+        )
+
+    def _seeded(self, tier: Tier) -> Plan:
+        cfg = self.config
+        # Always two draws, whatever the tier, so each request moves the sequence alike.
+        refuse_draw, queue_draw = self._random.random(), self._random.gauss(0.0, 1.0)
+        if cfg.fast:
+            return Plan(tier_served=tier, tokens=cfg.tokens)
+        if tier is Tier.FLEX:
+            if refuse_draw < cfg.flex_refusal_rate:
+                return Plan(tier, refusal=Refusal(cfg.flex_refuse_status, cfg.retry_after))
+            queue = cfg.flex_queue_median * math.exp(cfg.flex_queue_sigma * queue_draw)
+            return Plan(
+                tier,
+                queue=min(queue, cfg.flex_queue_max),
+                token_interval=cfg.flex_token_interval,
+                tokens=cfg.tokens,
+            )
+        if refuse_draw < cfg.standard_overload_rate:
+            return Plan(tier, refusal=Refusal(503, cfg.retry_after))
+        queue = cfg.standard_queue_median * math.exp(cfg.standard_queue_sigma * queue_draw)
+        return Plan(
+            tier, queue=queue, token_interval=cfg.standard_token_interval, tokens=cfg.tokens
+        )

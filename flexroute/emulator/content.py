@@ -1,0 +1,123 @@
+"""What the emulated model says: deterministic text, tool-call or refusal pieces, and usage.
+
+Every wire format renders the same ``Reply``; only the framing differs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flexroute.emulator.capacity import Plan
+
+_WORDS = (
+    "Flex", "capacity", "is", "cheaper", "when", "the", "queue", "is", "short", "and",
+    "standard", "capacity", "answers", "when", "it", "is", "not",
+)  # fmt: skip
+_REFUSAL = "I'm sorry, but I can't help with that request."
+_DEFAULT_TOOL = "get_weather"
+_TOOL_ARGUMENTS = '{"location":"Paris, France","unit":"celsius"}'
+_LABELS = frozenset({"role", "type", "id", "name", "mimeType", "cache_control"})
+_PROMPT_FIELDS = ("messages", "input", "instructions", "contents", "system", "systemInstruction")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer: its pieces (one per streamed delta) and the usage to report."""
+
+    kind: str  # "text" | "tool_call" | "refusal"
+    pieces: tuple[str, ...]
+    prompt_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    tool_name: str = _DEFAULT_TOOL
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    @property
+    def visible_tokens(self) -> int:
+        return len(self.pieces)
+
+    @property
+    def output_tokens(self) -> int:
+        """Output tokens billed: visible pieces plus reasoning (as OpenAI counts them)."""
+        return len(self.pieces) + self.reasoning_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.output_tokens
+
+
+def build_reply(plan: Plan, body: Mapping[str, Any]) -> Reply:
+    n = plan.tokens
+    if plan.answer == "tool_call":
+        pieces = _split(_TOOL_ARGUMENTS, max(1, n))
+    elif plan.answer == "refusal":
+        words = _REFUSAL.split(" ")
+        pieces = tuple(w if i == len(words) - 1 else f"{w} " for i, w in enumerate(words))
+    else:
+        pieces = tuple(_WORDS[i % len(_WORDS)] + ("." if i == n - 1 else " ") for i in range(n))
+    prompt = estimate_prompt_tokens(body) if plan.prompt_tokens is None else plan.prompt_tokens
+    return Reply(
+        kind=plan.answer,
+        pieces=pieces,
+        prompt_tokens=prompt,
+        cached_tokens=min(plan.cached_tokens, prompt),
+        reasoning_tokens=plan.reasoning_tokens,
+        tool_name=tool_name(body),
+    )
+
+
+def _split(text: str, parts: int) -> tuple[str, ...]:
+    parts = min(parts, len(text))
+    size, extra = divmod(len(text), parts)
+    out, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        out.append(text[start:end])
+        start = end
+    return tuple(out)
+
+
+def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """About four characters a token over the prompt's text (not its labels), at least one."""
+    chars = sum(len(s) for key in _PROMPT_FIELDS for s in _strings(body.get(key)))
+    return max(1, chars // 4)
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if key not in _LABELS:
+                yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def tool_name(body: Mapping[str, Any]) -> str:
+    """The first declared function's name (OpenAI, Gemini or Anthropic shape), if any."""
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools or not isinstance(tools[0], Mapping):
+        return _DEFAULT_TOOL
+    first = tools[0]
+    function = first.get("function")
+    if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+        return str(function["name"])
+    if isinstance(first.get("name"), str):
+        return str(first["name"])
+    declarations = first.get("functionDeclarations") or first.get("function_declarations")
+    if isinstance(declarations, list) and declarations and isinstance(declarations[0], Mapping):
+        return str(declarations[0].get("name", _DEFAULT_TOOL))
+    return _DEFAULT_TOOL
+
+
+def dumps(obj: object) -> bytes:
+    """Compact JSON, as the providers send it."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()

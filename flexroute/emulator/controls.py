@@ -1,0 +1,139 @@
+"""The per-request control header ``x-emulator``: ``key=value`` pairs separated by ``;``.
+
+A request that carries the header is *scripted*: the seeded capacity model is bypassed and
+every key left out takes its calm default (no queue, no refusal, default token count), so a
+test states exactly the behaviour it needs, e.g. ``x-emulator: flex_queue=0.2;tokens=3``.
+
+| key | value | effect |
+|---|---|---|
+| ``flex_queue`` | seconds | delay before the first output of a flex request |
+| ``standard_queue`` | seconds | delay before the first output of a standard/priority request |
+| ``flex_refuse`` | N or ``always`` | refuse the first N flex attempts of one request (or all) |
+| ``retry_after`` | seconds | ``retry-after`` header on refusals |
+| ``refuse_status`` | 429 or 503 (529 for Anthropic) | status of refusals |
+| ``tokens`` | N | output content pieces (default 8) |
+| ``token_interval`` | seconds | delay between output pieces |
+| ``prompt_tokens``, ``cached_tokens``, ``reasoning_tokens`` | N | usage figures reported |
+| ``tool_call`` | 1 | answer with a function tool call |
+| ``refusal`` | 1 | answer with a refusal |
+| ``break_after`` | N | streams: drop the connection after N output pieces |
+| ``serve_tier`` | ``default``/``standard``, ``flex``, ``priority`` | tier reported served |
+| ``status`` | HTTP code | answer with that error in the provider's format |
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+HEADER = "x-emulator"
+ALWAYS = -1  # ``flex_refuse=always``
+
+
+class ControlError(ValueError):
+    """The control header has an unknown key or a value of the wrong form."""
+
+
+@dataclass(frozen=True, slots=True)
+class Controls:
+    """Parsed ``x-emulator`` header; ``None`` means "not given"."""
+
+    flex_queue: float | None = None
+    standard_queue: float | None = None
+    flex_refuse: int | None = None  # ALWAYS, or a count of attempts
+    retry_after: float | None = None
+    refuse_status: int | None = None
+    tokens: int | None = None
+    token_interval: float | None = None
+    prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    tool_call: bool = False
+    refusal: bool = False
+    break_after: int | None = None
+    serve_tier: str | None = None
+    status: int | None = None
+
+
+_TIERS = frozenset({"default", "standard", "flex", "priority"})
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _refuse(text: str) -> int:
+    return ALWAYS if text == "always" else _count(text)
+
+
+def _flag(text: str) -> bool:
+    if text not in {"0", "1", "true", "false"}:
+        raise ValueError(text)
+    return text in {"1", "true"}
+
+
+def _status(text: str) -> int:
+    value = int(text)
+    if not 400 <= value <= 599:
+        raise ValueError(text)
+    return value
+
+
+def _tier(text: str) -> str:
+    if text not in _TIERS:
+        raise ValueError(text)
+    return "default" if text == "standard" else text
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "flex_queue": _seconds,
+    "standard_queue": _seconds,
+    "flex_refuse": _refuse,
+    "retry_after": _seconds,
+    "refuse_status": _status,
+    "tokens": _count,
+    "token_interval": _seconds,
+    "prompt_tokens": _count,
+    "cached_tokens": _count,
+    "reasoning_tokens": _count,
+    "tool_call": _flag,
+    "refusal": _flag,
+    "break_after": _count,
+    "serve_tier": _tier,
+    "status": _status,
+}
+assert set(_PARSERS) == {f.name for f in fields(Controls)}
+
+
+def parse_controls(header: str | None) -> Controls | None:
+    """Parse the header; ``None`` (header absent or blank) means "use the seeded model"."""
+    if header is None or not header.strip():
+        return None
+    controls = Controls()
+    for item in header.split(";"):
+        if not item.strip():
+            continue
+        key, sep, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        parser = _PARSERS.get(key)
+        if parser is None or not sep:
+            known = ", ".join(_PARSERS)
+            raise ControlError(f"x-emulator: unknown control {item.strip()!r}; known: {known}")
+        try:
+            value = parser(text)
+        except ValueError:
+            raise ControlError(f"x-emulator: bad value for {key}: {text!r}") from None
+        controls = replace(controls, **{key: value})
+    return controls

@@ -1,0 +1,83 @@
+"""The file tree is the architecture: imports point down, and the public API is deliberate."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import flexroute
+
+ROOT = Path(flexroute.__file__).parent
+README = ROOT.parent / "README.md"
+CI = ROOT.parent / ".ci" / "run"
+
+
+def imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def modules(under: str = "") -> list[Path]:
+    return sorted((ROOT / under).rglob("*.py"))
+
+
+def uses(path: Path, *prefixes: str) -> set[str]:
+    return {
+        name
+        for name in imports(path)
+        if name.split(".")[0] in prefixes
+        or any(name == p or name.startswith(p + ".") for p in prefixes)
+    }
+
+
+class TestLayers:
+    def test_only_the_proxy_and_emulator_import_web_frameworks(self) -> None:
+        """Starlette and uvicorn stay at the edges; the engine knows no framework."""
+        allowed = ("proxy/", "emulator/", "testing.py", "cli.py")
+        for path in modules():
+            relative = path.relative_to(ROOT).as_posix()
+            if not relative.startswith(allowed):
+                assert not uses(path, "starlette", "uvicorn"), relative
+
+    def test_vendor_sdks_are_imported_only_by_the_wrapper_and_the_demo(self) -> None:
+        """Vendor SDKs are wrapped clients and test clients, never the engine's plumbing."""
+        for path in modules():
+            relative = path.relative_to(ROOT).as_posix()
+            if relative not in ("sdk.py", "demo.py"):
+                assert not uses(path, "openai", "anthropic", "google"), relative
+
+    def test_routing_and_dialects_never_import_the_proxy(self) -> None:
+        """Imports point down: routing and dialects know nothing of the faces above them."""
+        for path in modules("routing") + modules("dialects"):
+            assert not uses(path, "flexroute.proxy", "flexroute.engine", "flexroute.cli"), path
+        for path in modules("dialects"):
+            assert not uses(path, "flexroute.routing", "aiohttp", "httpx2"), path
+
+    def test_modules_stay_small(self) -> None:
+        """One idea per module: none grows past 500 lines."""
+        for path in modules():
+            assert len(path.read_text().splitlines()) <= 500, path
+
+
+class TestPublicAPI:
+    def test_all_names_exist_and_are_sorted(self) -> None:
+        """``flexroute.__all__`` lists real names, once, in order."""
+        assert sorted(flexroute.__all__) == list(flexroute.__all__)
+        for name in flexroute.__all__:
+            assert hasattr(flexroute, name), name
+
+
+class TestReadme:
+    def test_ci_runs_the_readmes_test_command(self) -> None:
+        """`.ci/run` runs exactly the README's second command."""
+        commands = re.findall(r"^(python3 -m venv .*)$", README.read_text(), flags=re.MULTILINE)
+        assert len(commands) == 2
+        assert commands[1] in CI.read_text().splitlines()
+        assert "flexroute demo" in commands[0]
