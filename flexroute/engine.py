@@ -37,6 +37,10 @@ _DROP_UPSTREAM = HOP_BY_HOP | {"x-flex-start-within", "accept-encoding"}
 _DROP_DOWNSTREAM = HOP_BY_HOP | {"content-encoding", "date", "server"}
 
 
+# Asked before a billable flex request goes out; a RequestRejected refuses it (SPEC §4: 402).
+Gate = Callable[["Call"], Awaitable[RequestRejected | None]]
+
+
 def new_request_id() -> str:
     return f"frq_{uuid.uuid4().hex}"
 
@@ -99,9 +103,11 @@ class Engine:
         *,
         clock: Callable[[], float] = anyio.current_time,
         on_record: Callable[[LedgerRecord], None] | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.settings = settings
         self.on_record = on_record
+        self.gate = gate
         self.catalog = catalog
         self.upstream = upstream
         self.store = store
@@ -121,6 +127,10 @@ class Engine:
             ctx = self._context(call, dialect)
         except RequestRejected as error:
             return self.reject(dialect, error, call.request_id)
+        if ctx.decision.billable and self.gate is not None:
+            refusal = await self.gate(call)
+            if refusal is not None:  # e.g. 402 for a past-due organisation
+                return self.reject(dialect, refusal, call.request_id)
         try:
             if ctx.decision.route is Route.FLEX:
                 return await self._flex(ctx)

@@ -17,6 +17,8 @@ from typing import Any
 
 import anyio
 
+from flexroute.emulator import gemini
+from flexroute.emulator.anthropic import AnthropicWire
 from flexroute.emulator.capacity import CapacityModel, EmulatorConfig, Plan, Tier, refusal_key
 from flexroute.emulator.content import Reply, build_reply, dumps
 from flexroute.emulator.controls import HEADER, ControlError, parse_controls
@@ -48,8 +50,11 @@ class Emulator:
         self._routes: dict[str, Wire] = {
             "/v1/chat/completions": ChatWire(),
             "/v1/responses": ResponsesWire(),
+            "/v1/messages": AnthropicWire(),
         }
-        self._patterns: list[tuple[re.Pattern[str], Wire]] = []
+        self._patterns: list[tuple[re.Pattern[str], Wire]] = [
+            (re.compile(gemini.PATH), gemini.GeminiWire())
+        ]
         quiet_abrupt_closes()
 
     def reset(self) -> None:
@@ -74,7 +79,7 @@ class Emulator:
         wire, params = self._match(path)
         if method == "POST" and wire is not None:
             await exchange.run(lambda ex, body: self._model_call(ex, body, wire, params, headers))
-        elif method == "GET" and path in {"/v1/models", "/v1beta/models"}:
+        elif method == "GET" and path == "/v1/models":
             await exchange.run(lambda ex, body: ex.respond(200, [_json()], _models()))
         else:
             message = f"Unknown request URL: {method} {path}."
@@ -132,13 +137,16 @@ class Emulator:
         reply = build_reply(plan, body)
         meta = self._meta(record.seq, record.arrived_at, call, plan, reply)
         if plan.error_status is not None:
-            await self._error(exchange, wire, meta, plan.error_status, Problem.SCRIPTED, "")
+            extra = _retry_after(plan.retry_after)
+            status = plan.error_status
+            await self._error(exchange, wire, meta, status, Problem.SCRIPTED, "", extra)
         elif plan.refusal is not None:
             extra = _retry_after(plan.refusal.retry_after)
-            status = plan.refusal.status
+            usual = wire.overload_status if plan.refusal.overloaded else wire.refuse_status
+            status = plan.refusal.status or usual
             await self._error(exchange, wire, meta, status, Problem.CAPACITY, "", extra)
         else:
-            record.tier_served = plan.tier_served.value
+            record.tier_served = wire.tier_name(plan.tier_served)
             deadline = None if call.timeout is None else record.arrived_at + call.timeout
             if call.stream:
                 await self._stream(exchange, wire, meta, plan, reply, deadline)
@@ -188,6 +196,7 @@ class Emulator:
         await anyio.sleep(max(0.0, deadline - exchange.clock()))
         if exchange.started:
             raise AbruptClose
+        exchange.record.tier_served = None
         await self._error(exchange, wire, meta, 504, Problem.DEADLINE, "")
         return False
 

@@ -38,7 +38,7 @@ class EmulatorConfig:
     seed: int = 0
     fast: bool = False
     flex_refusal_rate: float = 0.1
-    flex_refuse_status: int = 429
+    flex_refuse_status: int | None = None  # None: the wire format's usual refusal (429/503)
     flex_queue_median: float = 1.0
     flex_queue_sigma: float = 1.0
     flex_queue_max: float = 60.0
@@ -60,8 +60,9 @@ class EmulatorConfig:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    status: int
+    status: int | None  # None: the wire format's usual status for this kind of refusal
     retry_after: float | None
+    overloaded: bool = False  # the standard tier is overloaded (not a flex refusal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class Plan:
     tokens: int = 8
     refusal: Refusal | None = None
     error_status: int | None = None
+    retry_after: float | None = None  # sent with ``error_status`` too
     answer: str = "text"  # "text" | "tool_call" | "refusal"
     break_after: int | None = None
     prompt_tokens: int | None = None
@@ -113,7 +115,7 @@ class CapacityModel:
             refused = self._refused[key]
             if c.flex_refuse == ALWAYS or refused < c.flex_refuse:
                 self._refused[key] = refused + 1
-                refusal = Refusal(c.refuse_status or 429, c.retry_after)
+                refusal = Refusal(c.refuse_status, c.retry_after)
         queue = c.flex_queue if tier is Tier.FLEX else c.standard_queue
         answer = "tool_call" if c.tool_call else "refusal" if c.refusal else "text"
         return Plan(
@@ -123,6 +125,7 @@ class CapacityModel:
             tokens=self.config.tokens if c.tokens is None else c.tokens,
             refusal=refusal,
             error_status=c.status,
+            retry_after=c.retry_after,
             answer=answer,
             break_after=c.break_after,
             prompt_tokens=c.prompt_tokens,
@@ -147,7 +150,7 @@ class CapacityModel:
                 tokens=cfg.tokens,
             )
         if refuse_draw < cfg.standard_overload_rate:
-            return Plan(tier, refusal=Refusal(503, cfg.retry_after))
+            return Plan(tier, refusal=Refusal(None, cfg.retry_after, overloaded=True))
         queue = cfg.standard_queue_median * math.exp(cfg.standard_queue_sigma * queue_draw)
         return Plan(
             tier, queue=queue, token_interval=cfg.standard_token_interval, tokens=cfg.tokens

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flexroute.emulator import openai_common
+from flexroute.emulator.capacity import Tier
 from flexroute.emulator.content import Reply, dumps
 from flexroute.emulator.wire import BadRequestError, Call, Meta, Problem, Script, sse
 
@@ -44,6 +45,9 @@ def usage(reply: Reply) -> dict[str, Any]:
 class ChatWire:
     """The chat-completions wire format."""
 
+    refuse_status = 429
+    overload_status = 503
+
     def read(
         self, body: Mapping[str, Any], params: Mapping[str, str], headers: Mapping[str, str]
     ) -> Call:
@@ -51,6 +55,9 @@ class ChatWire:
         if not isinstance(body.get("messages"), list):
             raise BadRequestError("Missing required parameter: 'messages'.")
         return call
+
+    def tier_name(self, tier: Tier) -> str:
+        return openai_common.tier_name(tier)
 
     def headers(self, meta: Meta, *, elapsed_ms: int, error: bool) -> list[tuple[str, str]]:
         return openai_common.headers(meta, elapsed_ms)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flexroute.emulator import openai_common
+from flexroute.emulator.capacity import Tier
 from flexroute.emulator.content import Reply, dumps
 from flexroute.emulator.wire import BadRequestError, Call, Meta, Problem, Script, sse
 
@@ -105,12 +106,18 @@ class _Events:
 class ResponsesWire:
     """The Responses API wire format."""
 
+    refuse_status = 429
+    overload_status = 503
+
     def read(
         self, body: Mapping[str, Any], params: Mapping[str, str], headers: Mapping[str, str]
     ) -> Call:
         if "input" not in body and "previous_response_id" not in body and "prompt" not in body:
             raise BadRequestError("Missing required parameter: 'input'.")
         return openai_common.read_call(body, stream_usage=False)
+
+    def tier_name(self, tier: Tier) -> str:
+        return openai_common.tier_name(tier)
 
     def headers(self, meta: Meta, *, elapsed_ms: int, error: bool) -> list[tuple[str, str]]:
         return openai_common.headers(meta, elapsed_ms)

@@ -71,9 +71,16 @@ class Script:
 
 
 class Wire(Protocol):
+    refuse_status: int  # how this provider refuses flex for lack of capacity
+    overload_status: int  # how it says the whole service is overloaded
+
     def read(
         self, body: Mapping[str, Any], params: Mapping[str, str], headers: Mapping[str, str]
     ) -> Call: ...
+
+    def tier_name(self, tier: Tier) -> str:
+        """The tier in this provider's own words, as it reports the tier served."""
+        ...
 
     def headers(self, meta: Meta, *, elapsed_ms: int, error: bool) -> list[tuple[str, str]]: ...
 

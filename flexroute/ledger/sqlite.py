@@ -2,16 +2,20 @@
 
 Durability: WAL with ``synchronous=NORMAL`` survives a killed process (a commit is in the WAL
 before ``record`` returns); only an OS crash or power loss can lose the last commits. Writes
-run on a worker thread so the event loop never blocks on the disk. Money is stored as integer
-pico-USD so SQL sums stay exact.
+run on one writer thread with group commit, so the event loop never blocks on the disk. The
+store needs an asyncio event loop (the proxy and the SDK wrapper both run on one). Money is
+stored as integer pico-USD so SQL sums stay exact.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import queue
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +67,16 @@ _COLUMNS = (
 
 
 class SQLiteStore:
+    """Records go through one writer thread that commits whatever has queued up in one
+    transaction (group commit): under load many requests share a commit, and the event loop
+    only pays for a queue put and a future."""
+
     def __init__(self, path: str) -> None:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._limiter = anyio.CapacityLimiter(1)
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -77,23 +85,56 @@ class SQLiteStore:
             migrate(self._db)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the SQLite ledger at {path}: {exc}") from exc
+        self._writer = threading.Thread(
+            target=self._write_loop, name="flexroute-ledger", daemon=True
+        )
+        self._writer.start()
 
     async def record(self, record: LedgerRecord) -> bool:
-        row = _to_row(record)
-        return await anyio.to_thread.run_sync(self._insert, row, limiter=self._limiter)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        self._queue.put(_Write(_to_row(record), loop, done))
+        return await asyncio.shield(done)
 
-    def _insert(self, row: tuple[Any, ...]) -> bool:
-        placeholders = ", ".join("?" * len(row))
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Write]) -> None:
+        placeholders = ", ".join("?" * len(batch[0].row))
+        sql = (
+            f"INSERT INTO requests ({_COLUMNS}) VALUES ({placeholders}) "  # noqa: S608 -- fixed column list
+            "ON CONFLICT (request_id) DO NOTHING"
+        )
+        results: list[bool | BaseException] = []
         try:
             with self._lock:
-                cursor = self._db.execute(
-                    f"INSERT INTO requests ({_COLUMNS}) VALUES ({placeholders}) "  # noqa: S608 -- fixed column list
-                    "ON CONFLICT (request_id) DO NOTHING",
-                    row,
-                )
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for write in batch:
+                        results.append(self._db.execute(sql, write.row).rowcount == 1)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
         except sqlite3.Error as exc:
-            raise LedgerError(f"ledger write failed: {exc}") from exc
-        return cursor.rowcount == 1
+            error = LedgerError(f"ledger write failed: {exc}")
+            results = [error] * len(batch)
+        for write, result in zip(batch, results, strict=True):
+            write.loop.call_soon_threadsafe(_resolve, write.done, result)
 
     async def get(self, request_id: str) -> LedgerRecord | None:
         return await anyio.to_thread.run_sync(self._get, request_id)
@@ -110,8 +151,26 @@ class SQLiteStore:
         return None if row is None else _from_row(row)
 
     async def aclose(self) -> None:
+        self._queue.put(None)
+        await anyio.to_thread.run_sync(self._writer.join)
         with self._lock:
             self._db.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    row: tuple[Any, ...]
+    loop: asyncio.AbstractEventLoop
+    done: asyncio.Future[bool]
+
+
+def _resolve(done: asyncio.Future[bool], result: bool | BaseException) -> None:
+    if done.done():
+        return
+    if isinstance(result, BaseException):
+        done.set_exception(result)
+    else:
+        done.set_result(result)
 
 
 def migrate(db: sqlite3.Connection) -> None:
