@@ -1,5 +1,6 @@
 """``flexroute demo``: emulator + proxy on free loopback ports, a mixed workload through the
-real ``openai`` SDK, and a table of what each request cost and saved. Needs no provider key.
+real ``openai``, ``google-genai`` and ``anthropic`` SDKs, and a table of what each request
+cost and saved. Needs no provider key.
 
 The workload steers the emulator per request (header ``x-emulator``) so every run shows the
 same story: flex that starts, flex that falls back at its deadline, flex refused then served,
@@ -19,78 +20,100 @@ from flexroute.config import Settings
 from flexroute.money import format_usd
 from flexroute.table import render_table
 
+PROMPT = "Summarise flex processing in one line."
+
 
 @dataclass(frozen=True)
-class Step:
-    label: str
-    run: Callable[[Any], Any]  # openai.OpenAI -> raw response (with headers)
+class Clients:
+    openai: Any
+    gemini: Any
+    anthropic: Any
 
 
-def _chat(model: str, emulator: str, *, stream: bool = False, **extra: Any) -> Callable[[Any], Any]:
-    def run(client: Any) -> Any:
-        raw = client.chat.completions.with_raw_response.create(
-            model=model,
-            messages=[{"role": "user", "content": "Summarise flex processing in one line."}],
-            stream=stream,
-            extra_headers={"x-emulator": emulator},
-            **extra,
-        )
+# A step sends one request and returns flexroute's request id (from the response headers).
+Step = tuple[str, Callable[[Clients], str]]
+
+
+def _chat(model: str, emulator: str, *, stream: bool = False, **extra: Any) -> Callable[..., str]:
+    def run(clients: Clients) -> str:
+        raw = clients.openai.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": PROMPT}], stream=stream,
+            extra_headers={"x-emulator": emulator}, **extra,
+        )  # fmt: skip
         result = raw.parse()
         if stream:
             for _ in result:
                 pass
-        return raw
+        return str(raw.headers["x-flexroute-request-id"])
 
     return run
 
 
-def _responses(model: str, emulator: str, **extra: Any) -> Callable[[Any], Any]:
-    def run(client: Any) -> Any:
-        raw = client.responses.with_raw_response.create(
-            model=model,
-            input="Name three uses of batch inference.",
+def _responses(model: str, emulator: str, start_within: str) -> Callable[..., str]:
+    def run(clients: Clients) -> str:
+        raw = clients.openai.responses.with_raw_response.create(
+            model=model, input=PROMPT, extra_body={"start_within": start_within},
             extra_headers={"x-emulator": emulator},
-            **extra,
-        )
+        )  # fmt: skip
         raw.parse()
-        return raw
+        return str(raw.headers["x-flexroute-request-id"])
 
     return run
 
 
-WORKLOAD = (
-    Step(
-        "chat, flex starts at once",
-        _chat(
-            "gpt-5-mini", "flex_queue=0.05;prompt_tokens=1200", extra_body={"start_within": "2s"}
-        ),
-    ),
-    Step(
-        "chat stream, flex starts",
-        _chat("gpt-5", "flex_queue=0.2;tokens=12", stream=True, extra_body={"start_within": "2s"}),
-    ),
-    Step(
-        "responses, flex starts",
-        _responses(
-            "gpt-5-nano", "flex_queue=0.1;prompt_tokens=3000", extra_body={"start_within": "1s"}
-        ),
-    ),
-    Step(
-        "chat, flex refused twice",
-        _chat("gpt-5-mini", "flex_refuse=2;retry_after=0.1", extra_body={"start_within": "3s"}),
-    ),
-    Step(
-        "chat, flex queue too long",
-        _chat("gpt-5", "flex_queue=10", extra_body={"start_within": "500ms"}),
-    ),
-    Step("chat, priority (passthrough)", _chat("gpt-5-mini", "", service_tier="priority")),
-    Step("chat stream, default", _chat("gpt-5-mini", "", stream=True)),
-    Step("chat, model without flex", _chat("gpt-4o", "", extra_body={"start_within": "1s"})),
-)
+def _gemini(model: str, emulator: str, start_within: str) -> Callable[..., str]:
+    def run(clients: Clients) -> str:
+        from google.genai import types
+
+        headers = {"x-emulator": emulator, "x-flex-start-within": start_within}
+        response = clients.gemini.models.generate_content(
+            model=model, contents=PROMPT,
+            config=types.GenerateContentConfig(http_options=types.HttpOptions(headers=headers)),
+        )  # fmt: skip
+        return str(response.sdk_http_response.headers["x-flexroute-request-id"])
+
+    return run
+
+
+def _claude(model: str, start_within: str) -> Callable[..., str]:
+    def run(clients: Clients) -> str:
+        raw = clients.anthropic.messages.with_raw_response.create(
+            model=model, max_tokens=200, messages=[{"role": "user", "content": PROMPT}],
+            extra_body={"start_within": start_within},
+        )  # fmt: skip
+        raw.parse()
+        return str(raw.headers["x-flexroute-request-id"])
+
+    return run
+
+
+WORKLOAD: tuple[Step, ...] = (
+    ("chat, flex starts at once",
+     _chat("gpt-5-mini", "flex_queue=0.05;prompt_tokens=1200", extra_body={"start_within": "2s"})),
+    ("chat stream, flex starts",
+     _chat("gpt-5", "flex_queue=0.2;tokens=12", stream=True, extra_body={"start_within": "2s"})),
+    ("responses, flex starts", _responses("gpt-5-nano", "flex_queue=0.1;prompt_tokens=3000", "1s")),
+    ("chat, flex refused twice",
+     _chat("gpt-5-mini", "flex_refuse=2;retry_after=0.1", extra_body={"start_within": "3s"})),
+    ("chat, flex queue too long",
+     _chat("gpt-5", "flex_queue=10", extra_body={"start_within": "500ms"})),
+    ("gemini, flex starts", _gemini("gemini-2.5-flash", "flex_queue=0.1;prompt_tokens=2000", "2s")),
+    ("gemini, flex 503s until deadline",
+     _gemini("gemini-2.5-pro", "flex_refuse=always;refuse_status=503;retry_after=0.2", "700ms")),
+    ("claude (proxy only)", _claude("claude-haiku-4-5", "5s")),
+    ("chat, priority (passthrough)", _chat("gpt-5-mini", "", service_tier="priority")),
+    ("chat stream, default", _chat("gpt-5-mini", "", stream=True)),
+    ("chat, model without flex", _chat("gpt-4o", "", extra_body={"start_within": "1s"})),
+)  # fmt: skip
+
+_MONEY = ("standard_cost_usd", "cost_usd", "saving_usd", "fee_usd")
 
 
 def run_demo() -> int:
+    import anthropic
     import openai
+    from google import genai
+    from google.genai import types
 
     from flexroute.emulator import EmulatorConfig
     from flexroute.emulator import create_app as emulator_app
@@ -99,48 +122,27 @@ def run_demo() -> int:
 
     base = Settings()
     with serve_in_thread(emulator_app(EmulatorConfig(seed=7))) as emulator_url:
-        settings = base.model_copy(update={"openai_base_url": emulator_url})
+        upstreams = {f"{p}_base_url": emulator_url for p in ("openai", "gemini", "anthropic")}
+        settings = base.model_copy(update=upstreams)
         with serve_in_thread(create_app(settings)) as proxy_url:
-            client = openai.OpenAI(
-                api_key="demo-key-not-a-real-key", base_url=f"{proxy_url}/v1", max_retries=0
-            )
+            key = "demo-key-not-a-real-key"
+            clients = Clients(
+                openai=openai.OpenAI(api_key=key, base_url=f"{proxy_url}/v1", max_retries=0),
+                gemini=genai.Client(api_key=key, http_options=types.HttpOptions(
+                    base_url=proxy_url, api_version="v1beta")),
+                anthropic=anthropic.Anthropic(api_key=key, base_url=proxy_url, max_retries=0),
+            )  # fmt: skip
             print(f"emulator {emulator_url}  proxy {proxy_url}  ledger {settings.database_url}\n")
-            rows, totals = [], [Decimal(0)] * 4
-            for step in WORKLOAD:
-                raw = step.run(client)
-                record = _fetch(
-                    f"{proxy_url}/flexroute/v1/requests/{raw.headers['x-flexroute-request-id']}"
-                )
-                money = [
-                    record[k] for k in ("standard_cost_usd", "cost_usd", "saving_usd", "fee_usd")
-                ]
-                if record["cost_usd"] is not None:
-                    totals = [t + Decimal(m) for t, m in zip(totals, money, strict=True)]
-                rows.append(
-                    [
-                        step.label,
-                        record["model"],
-                        record["route"],
-                        record["reason"] or "",
-                        record["tier_served"] or "",
-                        str(record["flex_wait_ms"] or ""),
-                        *("usage not reported" if m is None else m for m in money),
-                    ]
-                )
-            rows.append(["total", "", "", "", "", "", *(format_usd(t) for t in totals)])
-    headers = [
-        "request",
-        "model",
-        "route",
-        "reason",
-        "tier",
-        "wait ms",
-        "standard $",
-        "cost $",
-        "saving $",
-        "fee $",
-    ]
-    print(render_table(headers, rows, align="llllllrrrr"))
+            rows = [_row(label, _fetch(proxy_url, run(clients))) for label, run in WORKLOAD]
+    totals = [sum((Decimal(r[k]) for r in rows if r["cost_usd"] is not None), Decimal(0))
+              for k in _MONEY]  # fmt: skip
+    table = [[r["label"], r["model"], r["route"], r["reason"] or "", r["tier_served"] or "",
+              str(r["flex_wait_ms"] or ""), *(r[k] or "not reported" for k in _MONEY)]
+             for r in rows]  # fmt: skip
+    table.append(["total", "", "", "", "", "", *(format_usd(t) for t in totals)])
+    headers = ["request", "model", "route", "reason", "tier", "wait ms",
+               "standard $", "cost $", "saving $", "fee $"]  # fmt: skip
+    print(render_table(headers, table, align="llllllrrrr"))
     print(
         "\nFee = 20% of the saving against the standard price; fallback and passthrough pay "
         "none.\nA passthrough stream whose client did not ask for usage is forwarded unchanged: "
@@ -149,7 +151,12 @@ def run_demo() -> int:
     return 0
 
 
-def _fetch(url: str) -> dict[str, Any]:
+def _row(label: str, record: dict[str, Any]) -> dict[str, Any]:
+    return {"label": label, **record}
+
+
+def _fetch(proxy_url: str, request_id: str) -> dict[str, Any]:
+    url = f"{proxy_url}/flexroute/v1/requests/{request_id}"
     with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 -- our loopback proxy
         data: dict[str, Any] = json.loads(response.read())
     return data

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 import anyio
@@ -20,13 +20,13 @@ import anyio
 from flexroute.catalog import Catalog, ModelPrices
 from flexroute.config import Settings
 from flexroute.dialects import Dialect, dialect_for
-from flexroute.dialects.base import JSONDict, loads_object
+from flexroute.dialects.base import MISSING, JSONDict, loads_object
 from flexroute.dialects.sse import SSEDecoder, encode_comment
 from flexroute.errors import CatalogError, RequestRejected, UpstreamConnectError, UpstreamError
 from flexroute.fees import compute_charge
 from flexroute.ledger.base import DEFAULT_ORG, LedgerRecord, Store
 from flexroute.money import ZERO, format_usd
-from flexroute.routing.decide import Decision, Reason, Route, decide
+from flexroute.routing.decide import Decision, Route, decide
 from flexroute.routing.flex import AttemptLog, GaveUp, ProviderError, Started, run_flex
 from flexroute.upstream import HOP_BY_HOP, Headers, Upstream, UpstreamRequest, UpstreamResponse
 from flexroute.usage import Tier, Usage
@@ -35,6 +35,7 @@ from flexroute.usage import Tier, Usage
 _DROP_UPSTREAM = HOP_BY_HOP | {"x-flex-start-within", "accept-encoding"}
 # Response headers never relayed as-is to the client.
 _DROP_DOWNSTREAM = HOP_BY_HOP | {"content-encoding", "date", "server"}
+SDK_RETRY = "sdk-retry"  # the reason when an SDK retry goes to standard (Call.standard_only)
 
 
 # Asked before a billable flex request goes out; a RequestRejected refuses it (SPEC §4: 402).
@@ -59,6 +60,8 @@ class Call:
     request_id: str = field(default_factory=new_request_id)
     org_id: str = DEFAULT_ORG
     key_id: str | None = None
+    default_start_within: float | None = None  # SDK wrapper: the client's budget, see _context
+    standard_only: bool = False  # SDK retry: the first try spent the flex budget; go standard
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -89,7 +92,7 @@ class _Context:
     wants_usage: bool
     log: AttemptLog
     route: Route = Route.PASSTHROUGH
-    reason: Reason | None = None
+    reason: str | None = None  # a Reason, or SDK_RETRY
     flex_wait: float | None = None
 
 
@@ -134,7 +137,7 @@ class Engine:
         try:
             if ctx.decision.route is Route.FLEX:
                 return await self._flex(ctx)
-            ctx.reason = ctx.decision.reason
+            ctx.reason = ctx.reason or ctx.decision.reason
             body = self._body_for(ctx, ctx.decision.tier)
             return await self._single(ctx, body, "passthrough")
         except anyio.get_cancelled_exc_class():
@@ -163,13 +166,19 @@ class Engine:
             )
         facts = dialect.read(body, call.path)
         prices = self.catalog.lookup(dialect.provider, facts.model) if facts.model else None
+        # The SDK client's default budget yields to any start_within or non-flex tier in the call.
+        header, default = call.header("x-flex-start-within"), call.default_start_within
+        if header is None and default is not None and facts.start_within is MISSING:
+            header = str(default) if facts.tier in (None, dialect.wire_tiers[Tier.FLEX]) else None
         decision = decide(
             dialect,
             facts,
             prices,
-            header_start_within=call.header("x-flex-start-within"),
+            header_start_within=header,
             default_start_within=self.settings.default_start_within,
         )
+        if retry := call.standard_only and decision.route is Route.FLEX:
+            decision = replace(decision, route=Route.PASSTHROUGH, tier=Tier.STANDARD)
         return _Context(
             call=call,
             dialect=dialect,
@@ -180,6 +189,7 @@ class Engine:
             wants_stream=facts.stream,
             wants_usage=facts.wants_usage,
             log=AttemptLog(call.received_at),
+            reason=SDK_RETRY if retry else None,
         )
 
     # -- routes ---------------------------------------------------------------------------
@@ -315,7 +325,8 @@ class Engine:
                 "upstream_stream_broken",
             )
             return
-        yield b"".join(held) + _cost_comment(record)
+        comment = _cost_comment(record) if ctx.dialect.sse_comments else b""
+        yield b"".join(held) + comment
 
     async def _broken_reply(self, ctx: _Context, error: Exception) -> Reply:
         await self._record(ctx, None, None, "stream_broken", 502)

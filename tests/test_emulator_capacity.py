@@ -120,3 +120,18 @@ class TestHelpers:
             response = httpx2.get(f"{running.base_url}/v1/unknown")
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "unknown_url"
+
+
+class TestSeededOverHttp:
+    def test_seeded_sequence_repeats_after_reset(self) -> None:
+        """Without controls the seeded model refuses and queues the same way after a reset."""
+        config = EmulatorConfig(seed=5, flex_refusal_rate=0.5, flex_queue_median=0.01)
+        body = {"model": "gpt-5", "messages": [], "service_tier": "flex"}
+        with emulator(config) as running:
+            runs = []
+            for _ in range(2):
+                running.reset()
+                url = f"{running.base_url}/v1/chat/completions"
+                runs.append([httpx2.post(url, json=body).status_code for _ in range(8)])
+        assert runs[0] == runs[1]
+        assert set(runs[0]) == {200, 429}

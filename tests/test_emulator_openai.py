@@ -1,4 +1,4 @@
-"""The emulator's OpenAI face, driven by the real ``openai`` SDK over loopback."""
+"""The emulator's OpenAI chat completions, driven by the real ``openai`` SDK over loopback."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import httpx2
 import openai
 import pytest
 
-from flexroute.emulator import fingerprint
 from flexroute.testing import RunningEmulator, emulator
 
 MESSAGES: Any = [{"role": "user", "content": "Say something about flex capacity."}]
@@ -27,11 +26,6 @@ def emu() -> Iterator[RunningEmulator]:
 def client(emu: RunningEmulator) -> openai.OpenAI:
     emu.reset()
     return openai.OpenAI(api_key="sk-emulator-test", base_url=f"{emu.base_url}/v1", max_retries=0)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def controls(value: str) -> dict[str, Any]:
@@ -53,9 +47,10 @@ class TestChatCompletions:
         assert completion.choices[0].message.content
         assert completion.choices[0].finish_reason == "stop"
 
-    @pytest.mark.parametrize(("requested", "served"), [(None, "default"), ("auto", "default"),
-                                                       ("default", "default"),
-                                                       ("priority", "priority")])  # fmt: skip
+    @pytest.mark.parametrize(
+        ("requested", "served"),
+        [(None, "default"), ("auto", "default"), ("default", "default"), ("priority", "priority")],
+    )
     def test_other_tiers_reported(self, client: openai.OpenAI, requested: Any, served: str) -> None:
         """Default, auto or absent tiers are served as "default"; priority as "priority"."""
         extra = {} if requested is None else {"service_tier": requested}
@@ -98,16 +93,22 @@ class TestChatCompletions:
         """Every chunk names the tier; the first carries the role, the last a finish reason."""
         chunks = list(
             client.chat.completions.create(
-                model="gpt-5-mini", messages=MESSAGES, service_tier="flex", stream=True,
+                model="gpt-5-mini",
+                messages=MESSAGES,
+                service_tier="flex",
+                stream=True,
                 **controls("tokens=4"),
             )
-        )  # fmt: skip
+        )
         assert {chunk.service_tier for chunk in chunks} == {"flex"}
         assert chunks[0].choices[0].delta.role == "assistant"
         assert chunks[0].choices[0].delta.content == ""
         assert [c.choices[0].delta.content for c in chunks[1:5]] == [
-            "Flex ", "capacity ", "is ", "cheaper.",
-        ]  # fmt: skip
+            "Flex ",
+            "capacity ",
+            "is ",
+            "cheaper.",
+        ]
         assert chunks[-1].choices[0].finish_reason == "stop"
         assert all(chunk.usage is None for chunk in chunks)
 
@@ -115,10 +116,13 @@ class TestChatCompletions:
         """With include_usage a final chunk has no choices and the usage object."""
         chunks = list(
             client.chat.completions.create(
-                model="gpt-5", messages=MESSAGES, stream=True,
-                stream_options={"include_usage": True}, **controls("tokens=3;prompt_tokens=9"),
+                model="gpt-5",
+                messages=MESSAGES,
+                stream=True,
+                stream_options={"include_usage": True},
+                **controls("tokens=3;prompt_tokens=9"),
             )
-        )  # fmt: skip
+        )
         assert chunks[-1].choices == []
         assert chunks[-1].usage is not None
         assert chunks[-1].usage.completion_tokens == 3
@@ -142,10 +146,12 @@ class TestChatCompletions:
     def test_tool_call_is_streamed_as_tool_call_deltas(self, client: openai.OpenAI) -> None:
         """``tool_call=1`` streams a function call whose argument pieces join into JSON."""
         stream = client.chat.completions.create(
-            model="gpt-5", messages=MESSAGES, stream=True,
+            model="gpt-5",
+            messages=MESSAGES,
+            stream=True,
             tools=[{"type": "function", "function": {"name": "lookup", "parameters": {}}}],
             **controls("tool_call=1;tokens=3"),
-        )  # fmt: skip
+        )
         calls = [c.choices[0].delta.tool_calls for c in stream if c.choices]
         pieces = [call[0] for call in calls if call]
         assert len(pieces) == 3
@@ -185,11 +191,15 @@ class TestChatCompletions:
         """Responses carry x-request-id, processing time and the rate-limit headers."""
         raw = client.chat.completions.with_raw_response.create(model="gpt-5", messages=MESSAGES)
         for name in (
-            "x-request-id", "openai-processing-ms", "x-ratelimit-limit-requests",
-            "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
-            "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+            "x-request-id",
+            "openai-processing-ms",
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
             "x-ratelimit-reset-tokens",
-        ):  # fmt: skip
+        ):
             assert raw.headers.get(name), name
         assert raw.headers["content-type"] == "application/json"
 
@@ -200,9 +210,11 @@ class TestQueues:
         body = {"model": "gpt-5", "messages": MESSAGES, "stream": True, "service_tier": "flex"}
         started = time.monotonic()
         with httpx2.stream(
-            "POST", f"{emu.base_url}/v1/chat/completions", json=body,
+            "POST",
+            f"{emu.base_url}/v1/chat/completions",
+            json=body,
             headers={"x-emulator": "flex_queue=0.4"},
-        ) as response:  # fmt: skip
+        ) as response:
             lines = response.iter_lines()
             first = next(line for line in lines if line)
             first_at = time.monotonic() - started
@@ -247,19 +259,25 @@ class TestRefusals:
         for request_id in ("req-b", "req-c"):
             with pytest.raises(openai.RateLimitError):
                 client.chat.completions.create(
-                    model="gpt-5", messages=MESSAGES, service_tier="flex",
-                    extra_headers={"x-emulator": "flex_refuse=1",
-                                   "x-client-request-id": request_id},
-                )  # fmt: skip
+                    model="gpt-5",
+                    messages=MESSAGES,
+                    service_tier="flex",
+                    extra_headers={
+                        "x-emulator": "flex_refuse=1",
+                        "x-client-request-id": request_id,
+                    },
+                )
 
     def test_refuse_always_with_retry_after(self, client: openai.OpenAI) -> None:
         """``flex_refuse=always;retry_after=`` sets retry-after on every refusal."""
         for _ in range(3):
             with pytest.raises(openai.RateLimitError) as caught:
                 client.chat.completions.create(
-                    model="gpt-5", messages=MESSAGES, service_tier="flex",
+                    model="gpt-5",
+                    messages=MESSAGES,
+                    service_tier="flex",
                     **controls("flex_refuse=always;retry_after=0.25"),
-                )  # fmt: skip
+                )
             assert caught.value.response.headers["retry-after"] == "0.25"
             body = caught.value.body
             assert isinstance(body, dict)
@@ -270,9 +288,11 @@ class TestRefusals:
         """``refuse_status=503`` refuses with a 503 the SDK raises as InternalServerError."""
         with pytest.raises(openai.InternalServerError) as caught:
             client.chat.completions.create(
-                model="gpt-5", messages=MESSAGES, service_tier="flex",
+                model="gpt-5",
+                messages=MESSAGES,
+                service_tier="flex",
                 **controls("flex_refuse=1;refuse_status=503"),
-            )  # fmt: skip
+            )
         assert caught.value.status_code == 503
         assert caught.value.code == "resource_unavailable"
 
@@ -285,9 +305,13 @@ class TestRefusals:
 
     @pytest.mark.parametrize(
         ("status", "error"),
-        [(400, openai.BadRequestError), (401, openai.AuthenticationError),
-         (404, openai.NotFoundError), (500, openai.InternalServerError)],
-    )  # fmt: skip
+        [
+            (400, openai.BadRequestError),
+            (401, openai.AuthenticationError),
+            (404, openai.NotFoundError),
+            (500, openai.InternalServerError),
+        ],
+    )
     def test_status_control_raises_the_sdk_error(
         self, client: openai.OpenAI, status: int, error: type[openai.APIStatusError]
     ) -> None:
@@ -312,171 +336,3 @@ class TestRefusals:
         response = httpx2.post(f"{emu.base_url}/v1/chat/completions", content=b"{not json")
         assert response.status_code == 400
         assert response.json()["error"]["type"] == "invalid_request_error"
-
-
-class TestResponses:
-    def test_non_stream_response(self, client: openai.OpenAI) -> None:
-        """A Responses call returns a completed response with usage and the tier served."""
-        response = client.responses.create(
-            model="gpt-5", input="hello", service_tier="flex",
-            **controls("prompt_tokens=50;cached_tokens=10;reasoning_tokens=4;tokens=2"),
-        )  # fmt: skip
-        assert response.status == "completed"
-        assert response.service_tier == "flex"
-        assert response.output_text == "Flex capacity."
-        assert response.usage is not None
-        assert response.usage.input_tokens == 50
-        assert response.usage.input_tokens_details.cached_tokens == 10
-        assert response.usage.output_tokens == 6
-        assert response.usage.output_tokens_details.reasoning_tokens == 4
-
-    def test_stream_events_in_order(self, client: openai.OpenAI) -> None:
-        """The stream has OpenAI's event sequence, numbered, ending in response.completed."""
-        events = list(client.responses.create(model="gpt-5", input="hi", stream=True,
-                                              **controls("tokens=2")))  # fmt: skip
-        assert [e.type for e in events] == [
-            "response.created", "response.in_progress", "response.output_item.added",
-            "response.content_part.added", "response.output_text.delta",
-            "response.output_text.delta", "response.output_text.done",
-            "response.content_part.done", "response.output_item.done", "response.completed",
-        ]  # fmt: skip
-        assert [e.sequence_number for e in events] == list(range(len(events)))
-        final = events[-1]
-        assert final.type == "response.completed"
-        assert final.response.service_tier == "default"
-        assert final.response.usage is not None
-
-    def test_stream_helper_assembles_the_text(self, client: openai.OpenAI) -> None:
-        """The SDK's ``responses.stream`` helper accepts the events and builds the response."""
-        with client.responses.stream(
-            model="gpt-5", input="hi", service_tier="priority", **controls("tokens=3")
-        ) as stream:
-            for _ in stream:
-                pass
-            final = stream.get_final_response()
-        assert final.output_text == "Flex capacity is."
-        assert final.service_tier == "priority"
-
-    def test_stream_tool_call_and_refusal(self, client: openai.OpenAI) -> None:
-        """Tool calls and refusals stream as their own event types."""
-        with client.responses.stream(model="gpt-5", input="hi",
-                                     **controls("tool_call=1;tokens=2")) as stream:  # fmt: skip
-            types = [event.type for event in stream]
-            call = stream.get_final_response().output[0]
-        assert "response.function_call_arguments.delta" in types
-        assert call.type == "function_call"
-        assert json.loads(call.arguments)
-        refusal = list(client.responses.create(model="gpt-5", input="hi", stream=True,
-                                               **controls("refusal=1")))  # fmt: skip
-        assert "response.refusal.done" in [event.type for event in refusal]
-
-    def test_responses_stream_waits_after_in_progress(self, emu: RunningEmulator) -> None:
-        """created and in_progress go out at once; output events wait for the queue."""
-        body = {"model": "gpt-5", "input": "hi", "stream": True, "service_tier": "flex"}
-        started = time.monotonic()
-        arrivals: list[tuple[str, float]] = []
-        with httpx2.stream(
-            "POST", f"{emu.base_url}/v1/responses", json=body,
-            headers={"x-emulator": "flex_queue=0.3;tokens=1"},
-        ) as response:  # fmt: skip
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    arrivals.append((line[len("event: ") :], time.monotonic() - started))
-        times = dict(arrivals)
-        assert times["response.in_progress"] < 0.25
-        assert times["response.output_item.added"] >= 0.28
-
-
-class TestAsyncClient:
-    @pytest.mark.anyio
-    async def test_async_chat_and_responses(self, emu: RunningEmulator) -> None:
-        """The async client streams chat and reads responses from the emulator."""
-        emu.reset()
-        async with openai.AsyncOpenAI(
-            api_key="sk-async", base_url=f"{emu.base_url}/v1", max_retries=0
-        ) as client:
-            stream = await client.chat.completions.create(
-                model="gpt-5", messages=MESSAGES, stream=True, service_tier="flex",
-                **controls("flex_queue=0.05;tokens=2"),
-            )  # fmt: skip
-            text = "".join([c.choices[0].delta.content or "" async for c in stream])
-            response = await client.responses.create(model="gpt-5", input="hi")
-        assert text == "Flex capacity."
-        assert response.output_text
-
-
-class TestAttemptLog:
-    def test_record_fields(self, client: openai.OpenAI, emu: RunningEmulator) -> None:
-        """A record keeps path, model, tier, stream flag, request id, timings and status."""
-        client.chat.completions.create(
-            model="gpt-5-mini", messages=MESSAGES, service_tier="flex",
-            extra_headers={"x-client-request-id": "rid-1", "x-emulator": "flex_queue=0.1"},
-        )  # fmt: skip
-        (record,) = emu.log()
-        assert record["seq"] == 1
-        assert record["path"] == "/v1/chat/completions"
-        assert record["model"] == "gpt-5-mini"
-        assert record["tier_requested"] == "flex"
-        assert record["tier_served"] == "flex"
-        assert record["stream"] is False
-        assert record["client_request_id"] == "rid-1"
-        assert record["status"] == 200
-        assert record["closed_early"] is False
-        assert record["arrived_at"] + 0.1 <= record["first_output_at"] <= record["ended_at"]
-
-    def test_raw_body_and_hashed_key(self, emu: RunningEmulator) -> None:
-        """The raw body is kept byte for byte; the API key only as a fingerprint."""
-        emu.reset()
-        raw = b'{"model": "gpt-5",  "messages": [], "unknown_field": {"kept": true}}'
-        httpx2.post(f"{emu.base_url}/v1/chat/completions", content=raw,
-                    headers={"authorization": "Bearer sk-secret-value"})  # fmt: skip
-        (record,) = emu.log()
-        assert record["raw_body"] == raw.decode()
-        assert record["headers"]["authorization"] == f"Bearer {fingerprint('sk-secret-value')}"
-        assert "sk-secret-value" not in json.dumps(record)
-
-    def test_closed_early_while_queued(self, emu: RunningEmulator) -> None:
-        """A client that gives up during the queue is logged as closed early, at that moment."""
-        emu.reset()
-        body = {"model": "gpt-5", "messages": MESSAGES, "service_tier": "flex"}
-        with pytest.raises(httpx2.ReadTimeout):
-            httpx2.post(f"{emu.base_url}/v1/chat/completions", json=body, timeout=0.15,
-                        headers={"x-emulator": "flex_queue=0.5"})  # fmt: skip
-        record = _wait_for(emu, lambda r: r["ended_at"] is not None)
-        assert record["closed_early"] is True
-        assert record["first_output_at"] is None
-        assert 0.1 <= record["ended_at"] - record["arrived_at"] < 0.45
-
-    def test_closed_early_during_a_stream_queue(self, emu: RunningEmulator) -> None:
-        """Closing a stream after its preamble, while flex queues, is logged as closed early."""
-        emu.reset()
-        body = {"model": "gpt-5", "messages": MESSAGES, "service_tier": "flex", "stream": True}
-        with httpx2.stream("POST", f"{emu.base_url}/v1/chat/completions", json=body,
-                           headers={"x-emulator": "flex_queue=0.5"}) as response:  # fmt: skip
-            next(response.iter_lines())
-        record = _wait_for(emu, lambda r: r["ended_at"] is not None)
-        assert record["closed_early"] is True
-        assert record["ended_at"] - record["arrived_at"] < 0.45
-
-    def test_log_and_reset_over_http(self, client: openai.OpenAI, emu: RunningEmulator) -> None:
-        """``GET /_emulator/log`` lists records; ``POST /_emulator/reset`` clears them."""
-        client.models.list()
-        records = httpx2.get(f"{emu.base_url}/_emulator/log").json()
-        assert [r["path"] for r in records] == ["/v1/models"]
-        assert httpx2.post(f"{emu.base_url}/_emulator/reset").status_code == 200
-        assert httpx2.get(f"{emu.base_url}/_emulator/log").json() == []
-
-    def test_models_list(self, client: openai.OpenAI) -> None:
-        """``GET /v1/models`` answers a small model list the SDK can page."""
-        assert "gpt-5-mini" in [model.id for model in client.models.list()]
-
-
-def _wait_for(emu: RunningEmulator, ready: Any, timeout: float = 2.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        records = emu.log()
-        if records and ready(records[-1]):
-            return records[-1]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no finished record in {timeout}s: {records}")
-        time.sleep(0.01)

@@ -185,10 +185,11 @@ class TestFallback:
         record = proxy.record(request_id)
         deadline = flex["arrived_at"] - 0.05 + 0.3  # receipt is just before the flex arrival
         # The emulator's own clock: flex closed and standard arrived right at the deadline.
-        assert 0.25 <= flex["ended_at"] - flex["arrived_at"] <= 0.3 + 0.25
-        assert standard["arrived_at"] - flex["ended_at"] < 0.2
+        # Generous upper bounds: a shared CI machine may stall; benchmarks/ measures the lag.
+        assert 0.25 <= flex["ended_at"] - flex["arrived_at"] <= 0.3 + 0.5
+        assert standard["arrived_at"] - flex["ended_at"] < 0.5
         assert standard["arrived_at"] >= deadline - 0.01
-        assert 300 <= record["flex_wait_ms"] < 550
+        assert 300 <= record["flex_wait_ms"] < 800
         assert record["route"] == "fallback"
         assert record["tier_served"] == "standard"
 
@@ -327,18 +328,19 @@ class TestStreamsAndClients:
             client = proxy.async_client()
             routes: list[str] = []
 
-            async def one(emulator: str) -> None:
+            async def one(emulator: str, start_within: str) -> None:
                 raw = await client.chat.completions.with_raw_response.create(
                     model="gpt-5-mini",
                     messages=MESSAGES,
-                    extra_body={"start_within": "300ms"},
+                    extra_body={"start_within": start_within},
                     extra_headers={"x-emulator": emulator},
                 )
                 routes.append(raw.headers["x-flexroute-route"])
 
             async with anyio.create_task_group() as group:
-                for emulator in ["flex_queue=0.01"] * 5 + ["flex_queue=5"] * 5:
-                    group.start_soon(one, emulator)
+                for _ in range(5):
+                    group.start_soon(one, "flex_queue=0.01", "5s")
+                    group.start_soon(one, "flex_queue=30", "300ms")
             await client.close()
             return routes
 

@@ -75,6 +75,7 @@ class Dialect(ABC):
     provider: str
     name: str
     wire_tiers: Mapping[Tier, str]  # flexroute tier -> the value this API uses
+    sse_comments = True  # False where the SDK's SSE parser chokes on ": comment" lines
 
     @abstractmethod
     def read(self, body: JSONDict, path: str) -> RequestFacts: ...

@@ -47,6 +47,7 @@ def is_gemini_path(path: str) -> bool:
 class GeminiDialect(Dialect):
     provider = "gemini"
     name = "gemini"
+    sse_comments = False  # google-genai parses every non-empty SSE line as JSON
     wire_tiers: Mapping[Tier, str] = MappingProxyType(
         {Tier.STANDARD: "standard", Tier.FLEX: "flex", Tier.PRIORITY: "priority"}
     )
@@ -55,6 +56,8 @@ class GeminiDialect(Dialect):
         match = _PATH.match(path)
         model = match.group(2) if match else None
         tier = next((body[k] for k in _TIER_KEYS if isinstance(body.get(k), str)), None)
+        if tier is not None and tier.lower() == "unspecified":  # the SDK's name for "not set"
+            tier = None
         return RequestFacts(
             model=model,
             tier=tier.lower() if tier else None,

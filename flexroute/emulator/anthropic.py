@@ -113,13 +113,15 @@ class AnthropicWire:
             ("request-id", f"req_emu{uuid.uuid4().hex[:24]}"),
             ("anthropic-organization-id", "00000000-0000-4000-8000-000000000000"),
             ("anthropic-ratelimit-requests-limit", str(REQUEST_LIMIT)),
-            ("anthropic-ratelimit-requests-remaining",
-             str(max(0, REQUEST_LIMIT - meta.window_requests))),
+            (
+                "anthropic-ratelimit-requests-remaining",
+                str(max(0, REQUEST_LIMIT - meta.window_requests)),
+            ),
             ("anthropic-ratelimit-requests-reset", reset),
             ("anthropic-ratelimit-tokens-limit", str(TOKEN_LIMIT)),
             ("anthropic-ratelimit-tokens-remaining", str(remaining_tokens)),
             ("anthropic-ratelimit-tokens-reset", reset),
-        ]  # fmt: skip
+        ]
 
     def error(self, status: int, problem: Problem, message: str) -> bytes:
         kind, text = _ERRORS.get(status, ("api_error", "Internal server error"))

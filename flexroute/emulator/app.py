@@ -45,8 +45,9 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self.capacity = CapacityModel(self.config)
-        self.log = AttemptLog()
-        self._window: deque[tuple[float, int]] = deque()
+        self.log = AttemptLog(self.config.log_limit)
+        self._window: deque[tuple[float, int]] = deque()  # (arrival, tokens) this minute
+        self._window_tokens = 0
         self._routes: dict[str, Wire] = {
             "/v1/chat/completions": ChatWire(),
             "/v1/responses": ResponsesWire(),
@@ -62,6 +63,7 @@ class Emulator:
         self.log.clear()
         self.capacity.reset()
         self._window.clear()
+        self._window_tokens = 0
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -83,8 +85,16 @@ class Emulator:
             await exchange.run(lambda ex, body: ex.respond(200, [_json()], _models()))
         else:
             message = f"Unknown request URL: {method} {path}."
-            body = dumps({"error": {"message": message, "type": "invalid_request_error",
-                                    "param": None, "code": "unknown_url"}})  # fmt: skip
+            body = dumps(
+                {
+                    "error": {
+                        "message": message,
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "unknown_url",
+                    }
+                }
+            )
             await exchange.run(lambda ex, _: ex.respond(404, [_json()], body))
 
     def _match(self, path: str) -> tuple[Wire | None, dict[str, str]]:
@@ -117,7 +127,6 @@ class Emulator:
         headers: list[tuple[str, str]],
     ) -> None:
         record = exchange.record
-        record.raw_body = raw.decode("utf-8", errors="replace")
         lower = {name.lower(): value for name, value in headers}
         record.client_request_id = lower.get("x-client-request-id")
         record.controls = lower.get(HEADER)
@@ -155,8 +164,9 @@ class Emulator:
 
     def _meta(self, seq: int, arrived: float, call: Call, plan: Plan, reply: Reply) -> Meta:
         while self._window and self._window[0][0] < arrived - _WINDOW:
-            self._window.popleft()
+            self._window_tokens -= self._window.popleft()[1]
         self._window.append((arrived, reply.total_tokens))
+        self._window_tokens += reply.total_tokens
         return Meta(
             seq=seq,
             model=call.model,
@@ -164,7 +174,7 @@ class Emulator:
             tier=plan.tier_served,
             include_usage=call.include_usage,
             window_requests=len(self._window),
-            window_tokens=sum(tokens for _, tokens in self._window),
+            window_tokens=self._window_tokens,
         )
 
     def _headers(
@@ -228,8 +238,9 @@ class Emulator:
         async def start() -> None:
             if not exchange.started:
                 headers = [("content-type", SSE_TYPE), ("cache-control", "no-cache")]
-                await exchange.start(200, [*headers, *self._headers(exchange, wire, meta,
-                                                                   error=False)])  # fmt: skip
+                await exchange.start(
+                    200, [*headers, *self._headers(exchange, wire, meta, error=False)]
+                )
 
         if script.preamble:
             await start()
@@ -261,8 +272,9 @@ def _retry_after(seconds: float | None) -> list[tuple[str, str]]:
 
 
 def _models() -> bytes:
-    data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "system"}
-            for m in _MODELS]  # fmt: skip
+    data = [
+        {"id": m, "object": "model", "created": 1700000000, "owned_by": "system"} for m in _MODELS
+    ]
     return dumps({"object": "list", "data": data})
 
 

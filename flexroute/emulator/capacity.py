@@ -33,22 +33,29 @@ class Tier(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class EmulatorConfig:
-    """The seeded model of flex and standard capacity. All times are in seconds."""
+    """The seeded model of flex and standard capacity. All times are in seconds.
+
+    Queue delays are lognormal: ``median * exp(sigma * N(0, 1))``, flex capped at
+    ``flex_queue_max``. ``flex_refuse_status`` ``None`` refuses the way the wire format does
+    (OpenAI 429 ``resource_unavailable``, Gemini 503 ``UNAVAILABLE``); the standard tier is
+    refused as overloaded (OpenAI/Gemini 503, Anthropic 529) at ``standard_overload_rate``.
+    """
 
     seed: int = 0
-    fast: bool = False
+    fast: bool = False  # answer at once: no queue, refusal or token interval
     flex_refusal_rate: float = 0.1
-    flex_refuse_status: int | None = None  # None: the wire format's usual refusal (429/503)
+    flex_refuse_status: int | None = None
     flex_queue_median: float = 1.0
     flex_queue_sigma: float = 1.0
     flex_queue_max: float = 60.0
-    flex_token_interval: float = 0.02
+    flex_token_interval: float = 0.02  # flex streams slower than standard
     standard_queue_median: float = 0.05
     standard_queue_sigma: float = 0.5
     standard_overload_rate: float = 0.0
     standard_token_interval: float = 0.01
-    tokens: int = 8
-    retry_after: float | None = 1.0
+    tokens: int = 8  # output pieces per answer
+    retry_after: float | None = 1.0  # ``retry-after`` on seeded refusals; None: no header
+    log_limit: int | None = 100_000  # attempt records kept (oldest dropped); None: all
 
     def __post_init__(self) -> None:
         for name in ("flex_refusal_rate", "standard_overload_rate"):

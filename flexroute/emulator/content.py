@@ -13,9 +13,24 @@ from typing import Any
 from flexroute.emulator.capacity import Plan
 
 _WORDS = (
-    "Flex", "capacity", "is", "cheaper", "when", "the", "queue", "is", "short", "and",
-    "standard", "capacity", "answers", "when", "it", "is", "not",
-)  # fmt: skip
+    "Flex",
+    "capacity",
+    "is",
+    "cheaper",
+    "when",
+    "the",
+    "queue",
+    "is",
+    "short",
+    "and",
+    "standard",
+    "capacity",
+    "answers",
+    "when",
+    "it",
+    "is",
+    "not",
+)
 _REFUSAL = "I'm sorry, but I can't help with that request."
 _DEFAULT_TOOL = "get_weather"
 _TOOL_ARGUMENTS = '{"location":"Paris, France","unit":"celsius"}'

@@ -64,6 +64,7 @@ class Exchange:
         if body is None:
             self._closed_early()
             return
+        self.record.raw_body = body.decode("utf-8", errors="replace")
         abrupt = False
         async with anyio.create_task_group() as group:
             group.start_soon(self._watch, group.cancel_scope)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -57,9 +58,9 @@ class AttemptRecord:
 class AttemptLog:
     """Thread-safe: the app appends from its event loop, tests read from theirs."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self._lock = threading.Lock()
-        self._records: list[AttemptRecord] = []
+        self._records: deque[AttemptRecord] = deque(maxlen=limit)  # oldest dropped past limit
         self._seq = 0
 
     def open(

@@ -1,7 +1,28 @@
-"""The fee ledger: one record per request that reached a provider, written exactly once."""
+"""The fee ledger: one record per request that reached a provider, written exactly once,
+and the billing state (organisations, invoices) derived from it."""
 
 from __future__ import annotations
 
-from flexroute.ledger.base import LedgerRecord, Store, open_store
+from flexroute.ledger.base import (
+    ACTIVE,
+    PAST_DUE,
+    Invoice,
+    LedgerRecord,
+    Org,
+    Store,
+    UsageRow,
+    open_store,
+    period_of,
+)
 
-__all__ = ["LedgerRecord", "Store", "open_store"]
+__all__ = [
+    "ACTIVE",
+    "PAST_DUE",
+    "Invoice",
+    "LedgerRecord",
+    "Org",
+    "Store",
+    "UsageRow",
+    "open_store",
+    "period_of",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -62,13 +63,154 @@ def _money(amount: Decimal | None) -> str | None:
     return None if amount is None else format_usd(amount)
 
 
+ACTIVE = "active"
+PAST_DUE = "past_due"
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    """One charge of an organisation for one monthly period (``"2026-11"``).
+
+    ``amount`` is the exact sum of the fees it covers; ``status`` is ``charging`` (claimed, the
+    processor is being asked), ``open`` (sent for manual payment), ``paid`` or ``failed``.
+    ``attempts`` counts processor attempts; each has its own idempotency key.
+    """
+
+    invoice_id: str
+    org_id: str
+    period: str
+    amount: Decimal
+    status: str
+    reason: str | None
+    attempts: int
+    reference: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def idempotency_key(self) -> str:
+        """Per organisation, period and attempt: a replayed attempt is never charged twice."""
+        return f"flexroute-{self.org_id}-{self.period}-{self.attempts}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "invoice_id": self.invoice_id,
+            "period": self.period,
+            "amount_usd": format_usd(self.amount),
+            "status": self.status,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "reference": self.reference,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    """An organisation's billing state. ``unpaid_balance`` is every fee not yet paid for
+    (uncharged fees plus invoices not paid); ``amount_due`` the part already charged without
+    success (failed or open invoices)."""
+
+    org_id: str
+    state: str = ACTIVE
+    reason: str | None = None
+    card_status: str = "none"  # "none" | "valid" | "declined"
+    customer_ref: str | None = None
+    unpaid_balance: Decimal = Decimal(0)
+    amount_due: Decimal = Decimal(0)
+    last_invoice: Invoice | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "org_id": self.org_id,
+            "state": self.state,
+            "reason": self.reason,
+            "card_status": self.card_status,
+            "unpaid_balance_usd": format_usd(self.unpaid_balance),
+            "amount_due_usd": format_usd(self.amount_due),
+            "last_invoice": None if self.last_invoice is None else self.last_invoice.to_json(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Totals of one (day, model, route) group; costs are zero where calls were unpriced."""
+
+    day: str
+    model: str | None
+    route: str
+    requests: int
+    cost: Decimal
+    standard_cost: Decimal
+    saving: Decimal
+    fee: Decimal
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "day": self.day,
+            "model": self.model,
+            "route": self.route,
+            "requests": self.requests,
+            "cost_usd": format_usd(self.cost),
+            "standard_cost_usd": format_usd(self.standard_cost),
+            "saving_usd": format_usd(self.saving),
+            "fee_usd": format_usd(self.fee),
+        }
+
+
 class Store(Protocol):
-    """Where records live. ``record`` is idempotent on ``request_id``."""
+    """Where records and billing state live.
+
+    ``record`` is idempotent on ``request_id``. Balances are never stored: an organisation's
+    unpaid balance is derived from its records and invoices, so the fee and the balance change
+    are one row written in one transaction. The invoice methods are the billing run's atomic
+    steps; each backend makes them safe across processes (see ``flexroute.billing.run``).
+    """
 
     async def record(self, record: LedgerRecord) -> bool:
         """Write ``record`` durably; False if a record with that id already existed."""
 
     async def get(self, request_id: str) -> LedgerRecord | None: ...
+
+    async def upgrade(self) -> int:
+        """Apply pending schema migrations; return the schema version."""
+
+    async def org(self, org_id: str) -> Org:
+        """The organisation's billing state (an unknown org is active with nothing owed)."""
+
+    async def org_ids(self) -> list[str]:
+        """Every organisation with billing state or ledger records."""
+
+    async def set_card(self, org_id: str, card_status: str, customer_ref: str | None) -> None: ...
+
+    async def set_state(self, org_id: str, state: str, reason: str | None) -> None: ...
+
+    async def claim_invoice(
+        self, org_id: str, period: str, period_end: dt.datetime, threshold: Decimal
+    ) -> Invoice | None:
+        """In one transaction: unless (org, period) already has an invoice, attach every
+        uncharged fee received before ``period_end`` to a new ``charging`` invoice; keep it
+        only if it reaches ``threshold``. None when nothing was claimed."""
+
+    async def retry_invoice(self, invoice_id: str) -> Invoice | None:
+        """Move a ``failed`` invoice back to ``charging`` with one more attempt (compare and
+        set: of concurrent callers exactly one gets it); None if it was not failed."""
+
+    async def settle_invoice(
+        self, invoice_id: str, status: str, reason: str | None, reference: str | None
+    ) -> Invoice:
+        """Record an attempt's outcome and, in the same transaction, the org's state:
+        ``failed`` makes it past-due with ``reason``; ``paid`` makes it active when no other
+        invoice is failed."""
+
+    async def invoices(self, org_id: str) -> list[Invoice]:
+        """The org's invoices, oldest first."""
+
+    async def usage(
+        self, org_id: str | None = None, since: dt.datetime | None = None
+    ) -> list[UsageRow]:
+        """Totals by day (UTC), model and route, optionally for one org and from ``since``."""
 
     async def aclose(self) -> None: ...
 
@@ -83,7 +225,25 @@ def open_store(database_url: str) -> Store:
         from flexroute.ledger.sqlite import SQLiteStore
 
         return SQLiteStore(":memory:")
+    if database_url.startswith(("postgresql://", "postgres://")):
+        from flexroute.ledger.postgres import PostgresStore
+
+        return PostgresStore(database_url)
     raise ConfigError(
-        f"FLEXROUTE_DATABASE_URL {database_url!r} is not supported yet: use "
-        "sqlite:////absolute/path.sqlite3 (PostgreSQL arrives with the billing work)"
+        f"FLEXROUTE_DATABASE_URL {database_url!r} is not supported: use "
+        "sqlite:////absolute/path.sqlite3 or postgresql://user@host:5432/dbname"
     )
+
+
+def period_of(at: dt.datetime) -> tuple[str, dt.datetime]:
+    """The monthly period (UTC) containing ``at``: its name and its exclusive end."""
+    at = at.astimezone(dt.UTC)
+    if at.month == 12:
+        end = dt.datetime(at.year + 1, 1, 1, tzinfo=dt.UTC)
+    else:
+        end = dt.datetime(at.year, at.month + 1, 1, tzinfo=dt.UTC)
+    return f"{at.year:04d}-{at.month:02d}", end
+
+
+def new_invoice_id() -> str:
+    return f"inv_{uuid.uuid4().hex}"
