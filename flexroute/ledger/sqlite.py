@@ -5,27 +5,35 @@ before ``record`` returns); only an OS crash or power loss can lose the last com
 run on one writer thread with group commit, so the event loop never blocks on the disk. The
 store needs an asyncio event loop (the proxy and the SDK wrapper both run on one). Money is
 stored as integer pico-USD so SQL sums stay exact.
+
+Billing steps (claim, retry, settle an invoice) run in ``BEGIN IMMEDIATE`` transactions: the
+file lock makes them one-at-a-time across processes, and ``UNIQUE (org_id, period)`` makes a
+period's invoice exist at most once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import queue
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from flexroute.errors import LedgerError
-from flexroute.ledger.base import LedgerRecord
-from flexroute.money import from_pico, to_pico
-from flexroute.usage import Usage
+from flexroute.ledger import _sql as q
+from flexroute.ledger import _sqlite_billing as billing
+from flexroute.ledger._rows import COLUMNS as _COLUMNS
+from flexroute.ledger._rows import from_row as _from_row
+from flexroute.ledger._rows import to_row as _to_row
+from flexroute.ledger.base import Invoice, LedgerRecord, Org, UsageRow
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -56,13 +64,32 @@ MIGRATIONS: tuple[str, ...] = (
     ) STRICT;
     CREATE INDEX requests_org_received ON requests (org_id, received_at);
     """,
-)
-
-_COLUMNS = (
-    "request_id, org_id, key_id, provider, endpoint, model, route, reason, tier_requested, "
-    "tier_served, start_within_ms, flex_wait_ms, attempts, usage_json, standard_cost_pico, "
-    "actual_cost_pico, saving_pico, fee_pico, status, http_status, received_at, completed_at, "
-    "attempt_log_json"
+    """
+    ALTER TABLE requests ADD COLUMN invoice_id TEXT;
+    CREATE INDEX requests_uncharged ON requests (org_id) WHERE invoice_id IS NULL;
+    CREATE INDEX requests_invoice ON requests (invoice_id);
+    CREATE TABLE orgs (
+        org_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL DEFAULT 'active',
+        reason TEXT,
+        card_status TEXT NOT NULL DEFAULT 'none',
+        customer_ref TEXT,
+        updated_at TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE invoices (
+        invoice_id TEXT PRIMARY KEY,
+        org_id TEXT NOT NULL,
+        period TEXT NOT NULL,
+        amount_pico INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        attempts INTEGER NOT NULL,
+        reference TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (org_id, period)
+    ) STRICT;
+    """,
 )
 
 
@@ -133,8 +160,11 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             error = LedgerError(f"ledger write failed: {exc}")
             results = [error] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[bool], Any]]] = {}
         for write, result in zip(batch, results, strict=True):
-            write.loop.call_soon_threadsafe(_resolve, write.done, result)
+            by_loop.setdefault(write.loop, []).append((write.done, result))
+        for loop, outcomes in by_loop.items():  # one wake-up per loop and batch
+            loop.call_soon_threadsafe(_resolve, outcomes)
 
     async def get(self, request_id: str) -> LedgerRecord | None:
         return await anyio.to_thread.run_sync(self._get, request_id)
@@ -150,11 +180,89 @@ class SQLiteStore:
             raise LedgerError(f"ledger read failed: {exc}") from exc
         return None if row is None else _from_row(row)
 
+    async def upgrade(self) -> int:
+        return await self._read(lambda db: migrate(db))
+
+    async def org(self, org_id: str) -> Org:
+        return await self._read(billing.org, org_id)
+
+    async def org_ids(self) -> list[str]:
+        return await self._read(lambda db: sorted(r[0] for r in db.execute(q.ORG_IDS)))
+
+    async def set_card(self, org_id: str, card_status: str, customer_ref: str | None) -> None:
+        row = (org_id, card_status, customer_ref, dt.datetime.now(dt.UTC).isoformat())
+        await self._write(lambda db: db.execute(q.UPSERT_CARD, row))
+
+    async def set_state(self, org_id: str, state: str, reason: str | None) -> None:
+        now = dt.datetime.now(dt.UTC).isoformat()
+        await self._write(lambda db: db.execute(q.UPSERT_STATE, (org_id, state, reason, now)))
+
+    async def claim_invoice(
+        self, org_id: str, period: str, period_end: dt.datetime, threshold: Decimal
+    ) -> Invoice | None:
+        return await self._write(billing.claim_invoice, org_id, period, period_end, threshold)
+
+    async def retry_invoice(self, invoice_id: str) -> Invoice | None:
+        return await self._write(billing.retry_invoice, invoice_id)
+
+    async def settle_invoice(
+        self, invoice_id: str, status: str, reason: str | None, reference: str | None
+    ) -> Invoice:
+        invoice = await self._write(billing.settle_invoice, invoice_id, status, reason, reference)
+        if invoice is None:  # pragma: no cover -- settle never signals BelowThreshold
+            raise LedgerError(f"invoice {invoice_id} could not be settled")
+        return invoice
+
+    async def invoices(self, org_id: str) -> list[Invoice]:
+        return await self._read(
+            lambda db: [billing.invoice_from_row(r) for r in db.execute(q.INVOICES_OF, (org_id,))]
+        )
+
+    async def usage(
+        self, org_id: str | None = None, since: dt.datetime | None = None
+    ) -> list[UsageRow]:
+        return await self._read(billing.usage, org_id, since)
+
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        def run() -> _T:
+            try:
+                with self._lock:
+                    return fn(self._db, *args)
+            except sqlite3.Error as exc:
+                raise LedgerError(f"ledger read failed: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(run)
+
+    async def _write(self, fn: Callable[..., _T], *args: Any) -> _T | None:
+        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction; ``BelowThreshold`` rolls back."""
+
+        def run() -> _T | None:
+            try:
+                with self._lock:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = fn(self._db, *args)
+                    except billing.BelowThreshold:
+                        self._db.execute("ROLLBACK")
+                        return None
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
+                    self._db.execute("COMMIT")
+                    return result
+            except sqlite3.Error as exc:
+                raise LedgerError(f"ledger write failed: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(run)
+
     async def aclose(self) -> None:
         self._queue.put(None)
         await anyio.to_thread.run_sync(self._writer.join)
         with self._lock:
             self._db.close()
+
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,80 +272,29 @@ class _Write:
     done: asyncio.Future[bool]
 
 
-def _resolve(done: asyncio.Future[bool], result: bool | BaseException) -> None:
-    if done.done():
-        return
-    if isinstance(result, BaseException):
-        done.set_exception(result)
-    else:
-        done.set_result(result)
+def _resolve(outcomes: list[tuple[asyncio.Future[bool], bool | BaseException]]) -> None:
+    for done, result in outcomes:
+        if done.done():
+            continue
+        if isinstance(result, BaseException):
+            done.set_exception(result)
+        else:
+            done.set_result(result)
 
 
-def migrate(db: sqlite3.Connection) -> None:
-    """Apply the migrations this file has not seen yet (tracked in ``user_version``)."""
-    (version,) = db.execute("PRAGMA user_version").fetchone()
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
-
-
-def _pico(amount: Any) -> int | None:
-    return None if amount is None else to_pico(amount)
-
-
-def _to_row(r: LedgerRecord) -> tuple[Any, ...]:
-    return (
-        r.request_id,
-        r.org_id,
-        r.key_id,
-        r.provider,
-        r.endpoint,
-        r.model,
-        r.route,
-        r.reason,
-        r.tier_requested,
-        r.tier_served,
-        r.start_within_ms,
-        r.flex_wait_ms,
-        r.attempts,
-        None if r.usage is None else json.dumps(r.usage.as_dict()),
-        _pico(r.standard_cost),
-        _pico(r.actual_cost),
-        to_pico(r.saving),
-        to_pico(r.fee),
-        r.status,
-        r.http_status,
-        r.received_at.isoformat(),
-        r.completed_at.isoformat(),
-        json.dumps(list(r.attempt_log)),
-    )
-
-
-def _from_row(row: tuple[Any, ...]) -> LedgerRecord:
-    (request_id, org_id, key_id, provider, endpoint, model, route, reason, tier_requested,
-     tier_served, start_within_ms, flex_wait_ms, attempts, usage_json, standard, actual, saving,
-     fee, status, http_status, received_at, completed_at, attempt_log_json) = row  # fmt: skip
-    return LedgerRecord(
-        request_id=request_id,
-        org_id=org_id,
-        key_id=key_id,
-        provider=provider,
-        endpoint=endpoint,
-        model=model,
-        route=route,
-        reason=reason,
-        tier_requested=tier_requested,
-        tier_served=tier_served,
-        start_within_ms=start_within_ms,
-        flex_wait_ms=flex_wait_ms,
-        attempts=attempts,
-        usage=None if usage_json is None else Usage(**json.loads(usage_json)),
-        standard_cost=None if standard is None else from_pico(standard),
-        actual_cost=None if actual is None else from_pico(actual),
-        saving=from_pico(saving),
-        fee=from_pico(fee),
-        status=status,
-        http_status=http_status,
-        received_at=dt.datetime.fromisoformat(received_at),
-        completed_at=dt.datetime.fromisoformat(completed_at),
-        attempt_log=tuple(json.loads(attempt_log_json)),
-    )
+def migrate(db: sqlite3.Connection) -> int:
+    """Apply the migrations this file has not seen yet (tracked in ``user_version``), in one
+    ``BEGIN IMMEDIATE`` transaction so that two processes starting at once migrate once."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        for script in MIGRATIONS[version:]:
+            for statement in script.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS)
