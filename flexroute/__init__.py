@@ -16,6 +16,7 @@ from flexroute.errors import (
     UpstreamError,
     UpstreamStreamBroken,
 )
+from flexroute.sdk import Outcome, capture, wrap
 from flexroute.usage import Tier, Usage
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigError",
     "FlexrouteError",
     "LedgerError",
+    "Outcome",
     "RequestRejected",
     "Settings",
     "Tier",
@@ -33,4 +35,6 @@ __all__ = [
     "UpstreamStreamBroken",
     "Usage",
     "__version__",
+    "capture",
+    "wrap",
 ]

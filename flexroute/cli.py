@@ -46,7 +46,52 @@ def _parser() -> argparse.ArgumentParser:
     request = commands.add_parser("request", help="print one ledger record as JSON")
     request.add_argument("request_id")
     request.set_defaults(run=_request)
+    _ledger_commands(commands)
     return parser
+
+
+def _ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    billing = commands.add_parser("billing", help="monthly charges and past-due state")
+    actions = billing.add_subparsers(required=True, metavar="ACTION")
+    run = actions.add_parser("run", help="charge every org owing the threshold, once a month")
+    run.add_argument("--at", metavar="ISO-DATE", help="a moment in the month to bill (UTC)")
+    run.set_defaults(run=lambda a: _async("billing", "run", a.at))
+    paid = actions.add_parser("mark-paid", help="an org's unsettled charges were paid")
+    paid.add_argument("org")
+    paid.set_defaults(run=lambda a: _async("billing", "paid", a.org))
+    failed = actions.add_parser("mark-failed", help="an org's charge failed: past-due")
+    failed.add_argument("org")
+    failed.add_argument("--reason", required=True)
+    failed.set_defaults(run=lambda a: _async("billing", "failed", a.org, a.reason))
+
+    orgs = commands.add_parser("orgs", help="organisations' billing state")
+    org_actions = orgs.add_subparsers(required=True, metavar="ACTION")
+    show = org_actions.add_parser("show", help="balance, state, reason, last invoice")
+    show.add_argument("org")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=lambda a: _async("orgs", "show", a.org, a.json))
+
+    usage = commands.add_parser("usage", help="requests, spend, savings, fees by day/model/route")
+    usage.add_argument("--org")
+    usage.add_argument("--since", metavar="DATE")
+    usage.add_argument("--json", action="store_true")
+    usage.set_defaults(run=lambda a: _async("usage", "show", a.org, a.since, a.json))
+
+    db = commands.add_parser("db", help="the ledger database")
+    db_actions = db.add_subparsers(required=True, metavar="ACTION")
+    upgrade = db_actions.add_parser("upgrade", help="apply pending schema migrations")
+    upgrade.set_defaults(run=lambda a: _async("db", "upgrade"))
+
+
+def _async(module: str, name: str, *args: object) -> int:
+    """Run ``flexroute.commands.<module>.<name>(*args)`` to completion."""
+    import importlib
+
+    import anyio
+
+    command = getattr(importlib.import_module(f"flexroute.commands.{module}"), name)
+    result: int = anyio.run(command, *args)
+    return result
 
 
 def _is_loopback(host: str) -> bool:

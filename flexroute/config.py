@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     fee_rate: Decimal = Decimal("0.20")
     default_start_within: float | None = None
     payment_processor: str = "manual"
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: str | None = None  # Stripe's own API unless set (a local fake in tests)
+    stripe_webhook_secret: SecretStr | None = None
+    billing_threshold_usd: Decimal = Decimal(20)
 
     # Provider keys held by the server (sidecar mode). Read without the prefix, as the
     # providers' own SDKs do.

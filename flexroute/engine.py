@@ -203,6 +203,8 @@ class Engine:
     async def _flex(self, ctx: _Context) -> Reply:
         assert ctx.decision.start_within is not None
         flex_body = ctx.dialect.prepare(ctx.body, tier=Tier.FLEX, stream=True, ask_usage=True)
+        # Built now so the fallback costs no serialising at the deadline, when many may fire.
+        standard_body = self._body_for(ctx, Tier.STANDARD)
         deadline = ctx.call.received_at + ctx.decision.start_within
 
         def send() -> Awaitable[UpstreamResponse]:
@@ -229,7 +231,7 @@ class Engine:
             return await self._finish_error(ctx, result.status, result.headers, result.body)
         assert isinstance(result, GaveUp)
         ctx.route, ctx.reason = Route.FALLBACK, result.reason
-        return await self._single(ctx, self._body_for(ctx, Tier.STANDARD), "standard")
+        return await self._single(ctx, standard_body, "standard")
 
     async def _single(self, ctx: _Context, body: bytes, label: str) -> Reply:
         """One upstream call, relayed as the client asked (passthrough and fallback)."""

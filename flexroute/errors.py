@@ -10,10 +10,12 @@
      ├── UpstreamError          the provider could not be reached or broke off
      │    ├── UpstreamConnectError
      │    └── UpstreamStreamBroken   a stream ended without its terminal event
-     └── LedgerError            the store could not write or read a record
+     ├── LedgerError            the store could not write or read a record
+     └── PaymentError           the payment processor could not be asked (outcome unknown)
 
 Foreign exceptions (aiohttp, httpx2, sqlite3) are translated into this tree at exactly one
-seam each: ``flexroute.upstream`` for HTTP clients, ``flexroute.ledger`` for storage.
+seam each: ``flexroute.upstream`` for HTTP clients, ``flexroute.ledger`` for storage,
+``flexroute.billing.stripe_processor`` for Stripe.
 """
 
 from __future__ import annotations
@@ -74,3 +76,8 @@ class UpstreamStreamBroken(UpstreamError):  # noqa: N818 -- reads as the conditi
 
 class LedgerError(FlexrouteError):
     """The ledger store failed to write or read."""
+
+
+class PaymentError(FlexrouteError):
+    """The payment processor could not be reached or refused the request itself (not a
+    declined card): the charge's outcome is unknown and it is retried with the same key."""

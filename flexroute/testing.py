@@ -21,21 +21,25 @@ from flexroute.emulator import Emulator, EmulatorConfig, create_app
 __all__ = ["RunningEmulator", "emulator", "serve_in_thread"]
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _bound_socket(host: str) -> socket.socket:
+    """A socket bound to a free port, handed to uvicorn so no other process can take it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
 
 
 @contextmanager
 def serve_in_thread(app: Any, host: str = "127.0.0.1", *, timeout: float = 10.0) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a free port in a daemon thread; yield its base URL.
 
-    Waits until the server accepts connections; on exit asks it to stop, waits for in-flight
-    responses to end (at most ``timeout`` seconds), then joins the thread.
+    The port is bound before the server starts (no race for it), and the URL is yielded once
+    the server accepts connections. On exit the server stops: in-flight responses get a second
+    to finish, then the thread is joined (at most ``timeout`` seconds) and the port freed.
     """
-    port = _free_port(host)
+    sock = _bound_socket(host)
+    port: int = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
         host=host,
@@ -46,21 +50,27 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", *, timeout: float = 10.0)
         timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + timeout
     while not server.started:
         if not thread.is_alive():
+            sock.close()
             raise RuntimeError(f"the server on {host}:{port} failed to start")
         if time.monotonic() > deadline:
             server.should_exit = True
+            sock.close()
             raise RuntimeError(f"the server on {host}:{port} did not start in {timeout}s")
         time.sleep(0.01)
+    authority = f"[{host}]" if ":" in host else host
     try:
-        yield f"http://{host}:{port}"
+        yield f"http://{authority}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout)
+        sock.close()
 
 
 @dataclass(frozen=True)

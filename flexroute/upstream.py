@@ -166,10 +166,18 @@ class _Httpx2Response(_ResponseBase):
         )
         self._response = response
         self._done = False
+        # One raw iterator for the whole body: the engine resumes the stream it began reading
+        # (httpx2 refuses a second ``aiter_raw``).
+        self._raw: AsyncIterator[bytes] | None = None
+
+    def _chunks(self) -> AsyncIterator[bytes]:
+        if self._raw is None:
+            self._raw = self._response.aiter_raw()
+        return self._raw
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.aiter_raw():
+            async for chunk in self._chunks():
                 yield chunk
         except httpx2.HTTPError as exc:
             raise UpstreamStreamBroken(f"upstream stream failed: {type(exc).__name__}") from exc
@@ -177,7 +185,7 @@ class _Httpx2Response(_ResponseBase):
 
     async def read(self) -> bytes:
         try:
-            body = b"".join([chunk async for chunk in self._response.aiter_raw()])
+            body = b"".join([chunk async for chunk in self._chunks()])
         except httpx2.HTTPError as exc:
             raise UpstreamStreamBroken(f"upstream body failed: {type(exc).__name__}") from exc
         self._done = True

@@ -14,8 +14,8 @@ import pytest
 
 from flexroute.config import Settings
 from flexroute.proxy import create_app
+from flexroute.testing import RunningEmulator, serve_in_thread
 from flexroute.testing import emulator as run_emulator
-from flexroute.testing import serve_in_thread
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +72,67 @@ def proxy(tmp_path: Path, emulator: Any) -> Iterator[Proxy]:
     settings = make_settings(tmp_path, emulator.base_url)
     with serve_in_thread(create_app(settings)) as url:
         yield Proxy(url, settings)
+
+
+PG_BASE = "postgresql://{user}@127.0.0.1:5432/test"
+
+
+def _pg_admin_url() -> str | None:
+    """The machine's PostgreSQL (trust auth), as ``postgres`` or ``root``; None if down."""
+    import psycopg
+
+    for user in ("postgres", "root"):
+        url = PG_BASE.format(user=user)
+        try:
+            with psycopg.connect(url, connect_timeout=3):
+                return url
+        except psycopg.Error:
+            continue
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> str:
+    url = _pg_admin_url()
+    if url is None:
+        pytest.fail("PostgreSQL on 127.0.0.1:5432 (database test) is down: run .ci/run")
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_admin: str) -> Iterator[str]:
+    """A store URL on a fresh schema of the real PostgreSQL, dropped after the test."""
+    import uuid
+
+    import psycopg
+
+    schema = f"flexroute_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{pg_admin}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(pg_admin, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh ledger on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def emu(emulator: RunningEmulator) -> RunningEmulator:
+    """The shared emulator with an empty log, for tests that talk to it directly."""
+    emulator.reset()
+    return emulator
+
+
+@pytest.fixture
+def client(emu: RunningEmulator) -> openai.OpenAI:
+    """The real openai SDK pointed straight at the emulator."""
+    return openai.OpenAI(api_key="sk-emulator-test", base_url=f"{emu.base_url}/v1", max_retries=0)

@@ -125,7 +125,9 @@ class TestHelpers:
 class TestSeededOverHttp:
     def test_seeded_sequence_repeats_after_reset(self) -> None:
         """Without controls the seeded model refuses and queues the same way after a reset."""
-        config = EmulatorConfig(seed=5, flex_refusal_rate=0.5, flex_queue_median=0.01)
+        config = EmulatorConfig(
+            seed=5, flex_refusal_rate=0.5, flex_queue_median=0.01, flex_token_interval=0.0
+        )
         body = {"model": "gpt-5", "messages": [], "service_tier": "flex"}
         with emulator(config) as running:
             runs = []

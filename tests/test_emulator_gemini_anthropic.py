@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -14,17 +13,11 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from flexroute.testing import RunningEmulator, emulator
+from flexroute.testing import RunningEmulator
 
 CLAUDE = "claude-haiku-4-5"
 GEMINI = "gemini-2.5-flash"
 MESSAGES: Any = [{"role": "user", "content": "Say something about flex capacity."}]
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[RunningEmulator]:
-    with emulator() as running:
-        yield running
 
 
 @pytest.fixture

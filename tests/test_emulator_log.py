@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import httpx2
 import openai
 import pytest
 
 from flexroute.emulator import fingerprint
-from flexroute.testing import RunningEmulator, emulator
+from flexroute.testing import RunningEmulator
 
 MESSAGES: Any = [{"role": "user", "content": "Say something about flex capacity."}]
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[RunningEmulator]:
-    with emulator() as running:
-        yield running
-
-
-@pytest.fixture
-def client(emu: RunningEmulator) -> openai.OpenAI:
-    emu.reset()
-    return openai.OpenAI(api_key="sk-emulator-test", base_url=f"{emu.base_url}/v1", max_retries=0)
 
 
 class TestAttemptLog:
@@ -106,6 +94,45 @@ class TestAttemptLog:
     def test_models_list(self, client: openai.OpenAI) -> None:
         """``GET /v1/models`` answers a small model list the SDK can page."""
         assert "gpt-5-mini" in [model.id for model in client.models.list()]
+
+
+class TestEarlyCloseWithAiohttp:
+    @pytest.mark.anyio
+    async def test_aiohttp_timeout_during_a_stream_queue(self, emu: RunningEmulator) -> None:
+        """An aiohttp client timing out while an Anthropic stream queues is logged at once."""
+        emu.reset()
+        body = {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": MESSAGES, "stream": True}
+        timeout = aiohttp.ClientTimeout(total=0.15)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            with pytest.raises(TimeoutError):
+                async with session.post(
+                    f"{emu.base_url}/v1/messages",
+                    json=body,
+                    headers={"x-emulator": "standard_queue=0.5"},
+                ) as response:
+                    await response.read()
+        record = _wait_for(emu, lambda r: r["ended_at"] is not None)
+        assert record["closed_early"] is True
+        assert record["status"] == 200
+        assert record["first_output_at"] is None
+        assert record["ended_at"] - record["arrived_at"] < 0.45
+
+    def test_other_paths_are_logged_with_their_body(self, emu: RunningEmulator) -> None:
+        """A path the emulator does not serve is still logged, body included, and gets a 404."""
+        emu.reset()
+        response = httpx2.post(f"{emu.base_url}/v1/embeddings", content=b'{"input":"x"}')
+        assert response.status_code == 404
+        (record,) = emu.log()
+        assert (record["path"], record["raw_body"], record["status"]) == (
+            "/v1/embeddings",
+            '{"input":"x"}',
+            404,
+        )
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 def _wait_for(emu: RunningEmulator, ready: Any, timeout: float = 2.0) -> dict[str, Any]:

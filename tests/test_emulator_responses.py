@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
 import openai
 import pytest
 
-from flexroute.testing import RunningEmulator, emulator
+from flexroute.testing import RunningEmulator
 
 MESSAGES: Any = [{"role": "user", "content": "Say something about flex capacity."}]
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[RunningEmulator]:
-    with emulator() as running:
-        yield running
-
-
-@pytest.fixture
-def client(emu: RunningEmulator) -> openai.OpenAI:
-    emu.reset()
-    return openai.OpenAI(api_key="sk-emulator-test", base_url=f"{emu.base_url}/v1", max_retries=0)
 
 
 @pytest.fixture

@@ -30,9 +30,13 @@ def invoice_from_row(row: tuple[Any, ...]) -> Invoice:
         reason=reason,
         attempts=attempts,
         reference=reference,
-        created_at=created if isinstance(created, dt.datetime) else dt.datetime.fromisoformat(created),
-        updated_at=updated if isinstance(updated, dt.datetime) else dt.datetime.fromisoformat(updated),
+        created_at=_time(created),
+        updated_at=_time(updated),
     )
+
+
+def _time(value: str | dt.datetime) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
 
 
 def build_org(
@@ -79,12 +83,12 @@ def claim_invoice(
     db.execute(q.ASSIGN_FEES, (invoice_id, org_id, end.astimezone(dt.UTC).isoformat()))
     (amount,) = db.execute(q.INVOICE_FEES_SUM, (invoice_id,)).fetchone()
     if amount < to_pico(threshold) or amount == 0:
-        raise _BelowThreshold
+        raise BelowThreshold
     db.execute(q.SET_INVOICE_AMOUNT, (amount, invoice_id))
     return invoice_from_row(db.execute(q.INVOICE_BY_ID, (invoice_id,)).fetchone())
 
 
-class _BelowThreshold(Exception):  # noqa: N818 -- a signal to roll back, not an error
+class BelowThreshold(Exception):  # noqa: N818 -- a signal to roll back, not an error
     pass
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from flexroute.billing.gate import BillingGate
+from flexroute.billing.processors import processor_for
+from flexroute.billing.stripe_processor import StripeProcessor
+from flexroute.billing.webhooks import handle_event
 from flexroute.catalog import Catalog, default_catalog
 from flexroute.config import Settings
 from flexroute.engine import Engine
@@ -9,6 +13,7 @@ from flexroute.ledger import Store, open_store
 from flexroute.metrics import Metrics
 from flexroute.proxy.app import ProxyApp
 from flexroute.proxy.auth import SidecarAuth
+from flexroute.proxy.billing import WebhookHandler
 from flexroute.upstream import AiohttpUpstream, Upstream
 
 __all__ = ["ProxyApp", "create_app"]
@@ -20,17 +25,43 @@ def create_app(
     upstream: Upstream | None = None,
     store: Store | None = None,
     catalog: Catalog | None = None,
+    gate_ttl: float = 2.0,
 ) -> ProxyApp:
-    """The proxy with its shared resources, closed again at lifespan shutdown."""
+    """The proxy with its shared resources, closed again at lifespan shutdown.
+
+    Billable flex requests pass the billing gate (402 while the org is past-due); its cached
+    states live ``gate_ttl`` seconds, and changes made in this process drop them at once.
+    """
     upstream = upstream or AiohttpUpstream()
     store = store or open_store(settings.database_url)
     metrics = Metrics()
+    gate = BillingGate(store, ttl=gate_ttl)
     engine = Engine(
-        settings, catalog or default_catalog(), upstream, store, on_record=metrics.observe
+        settings,
+        catalog or default_catalog(),
+        upstream,
+        store,
+        on_record=metrics.observe,
+        gate=gate,
     )
+    webhook = _stripe_webhook(settings, store, gate)
 
     async def shutdown() -> None:
         await upstream.aclose()
         await store.aclose()
 
-    return ProxyApp(engine, SidecarAuth(settings), metrics, on_shutdown=shutdown)
+    return ProxyApp(
+        engine, SidecarAuth(settings), metrics, on_shutdown=shutdown, stripe_webhook=webhook
+    )
+
+
+def _stripe_webhook(settings: Settings, store: Store, gate: BillingGate) -> WebhookHandler | None:
+    processor = processor_for(settings)
+    if not isinstance(processor, StripeProcessor):
+        return None
+    stripe_processor = processor
+
+    async def handle(payload: bytes, signature: str | None) -> str:
+        return await handle_event(store, stripe_processor, payload, signature, gate.forget)
+
+    return handle

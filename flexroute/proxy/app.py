@@ -17,6 +17,7 @@ from flexroute.dialects import error_dialect, provider_for
 from flexroute.engine import Call, Engine, Reply
 from flexroute.errors import RequestRejected
 from flexroute.metrics import Metrics
+from flexroute.proxy import billing
 from flexroute.proxy.auth import SidecarAuth
 from flexroute.proxy.http import ClientGone, read_body, request_headers, send_json, send_reply
 from flexroute.proxy.types import Message, Receive, Scope, Send
@@ -29,8 +30,10 @@ class ProxyApp:
         auth: SidecarAuth,
         metrics: Metrics,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
+        stripe_webhook: billing.WebhookHandler | None = None,
     ) -> None:
         self.engine = engine
+        self.stripe_webhook = stripe_webhook
         self.auth = auth
         self.metrics = metrics
         self._on_shutdown = on_shutdown
@@ -43,7 +46,7 @@ class ProxyApp:
             return
         path: str = scope["path"]
         if path.startswith("/flexroute/") or path == "/metrics":
-            await self._api(scope, send)
+            await self._api(scope, receive, send)
             return
         await self._proxy(scope, receive, send)
 
@@ -85,9 +88,11 @@ class ProxyApp:
             await send_reply(send, reply)
             group.cancel_scope.cancel()
 
-    async def _api(self, scope: Scope, send: Send) -> None:
+    async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        if scope["method"] != "GET":
+        if path == "/flexroute/v1/billing/stripe/webhook" and scope["method"] == "POST":
+            await billing.stripe_webhook(self.stripe_webhook, scope, receive, send)
+        elif scope["method"] != "GET":
             await _not_found(send, path)
         elif path == "/flexroute/v1/health":
             await send_json(
@@ -99,6 +104,8 @@ class ProxyApp:
                 send,
                 _reply(200, body, "text/plain; version=0.0.4; charset=utf-8"),
             )
+        elif path == "/flexroute/v1/usage":
+            await billing.usage(self.engine.store, scope, send)
         elif path.startswith("/flexroute/v1/requests/"):
             request_id = path.removeprefix("/flexroute/v1/requests/")
             record = await self.engine.store.get(request_id)

@@ -1,0 +1,78 @@
+"""The gate the engine awaits before every billable flex request (SPEC §4).
+
+A past-due organisation gets 402 with what failed, the amount due and how to clear it; every
+other route never reaches the gate. States are cached for ``ttl`` seconds per organisation
+(another process — the CLI, another replica — may change them); a change made in this process
+calls :meth:`BillingGate.forget`, so past-due lifts at once when a charge succeeds here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal
+
+import anyio
+
+from flexroute.billing.processors import CENT
+from flexroute.engine import Call
+from flexroute.errors import RequestRejected
+from flexroute.ledger import PAST_DUE, Org, Store
+from flexroute.money import format_usd
+
+_WHAT_FAILED = {
+    "no_card": "is due and no card is on file",
+    "card_declined": "failed (card declined)",
+    "expired_card": "failed (card expired)",
+    "insufficient_funds": "failed (insufficient funds)",
+}
+
+
+class BillingGate:
+    def __init__(
+        self, store: Store, *, ttl: float = 2.0, clock: Callable[[], float] = anyio.current_time
+    ) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.clock = clock
+        self._cache: dict[str, tuple[float, Org]] = {}
+
+    async def __call__(self, call: Call) -> RequestRejected | None:
+        org = await self._org(call.org_id)
+        return payment_required(org) if org.state == PAST_DUE else None
+
+    def forget(self, org_id: str) -> None:
+        """Drop the cached state: the next request reads it from the store."""
+        self._cache.pop(org_id, None)
+
+    async def _org(self, org_id: str) -> Org:
+        now = self.clock()
+        cached = self._cache.get(org_id)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        org = await self.store.org(org_id)
+        self._cache[org_id] = (now, org)
+        return org
+
+
+def payment_required(org: Org) -> RequestRejected:
+    """The SPEC §4 402: type/code ``payment_required``, ``reason``, ``amount_due_usd``."""
+    reason = org.reason or "payment_failed"
+    due = org.amount_due if org.amount_due > 0 else org.unpaid_balance
+    what = _WHAT_FAILED.get(reason, f"failed ({reason.replace('_', ' ')})")
+    charge = "a charge" if reason == "no_card" else "the charge"
+    message = (
+        f"Billable flex requests are paused: {charge} of ${_dollars(due)} {what}. "
+        "Add or update a card on the Billing page, then retry. "
+        "Default, priority and auto routing keep working."
+    )
+    return RequestRejected(
+        402,
+        message[0].upper() + message[1:],
+        code="payment_required",
+        error_type="payment_required",
+        extra={"reason": reason, "amount_due_usd": format_usd(due)},
+    )
+
+
+def _dollars(amount: Decimal) -> str:
+    return f"{amount.quantize(CENT, rounding=ROUND_HALF_UP):,}"

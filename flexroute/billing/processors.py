@@ -1,0 +1,79 @@
+"""The payment-processor interface and the ``manual`` processor.
+
+A processor turns one charge attempt into a :class:`ChargeResult`. The idempotency key names
+the organisation, the period and the attempt, so replaying an attempt (after a crash, or from
+a second process) can never charge twice at a processor that honours keys (Stripe does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal, Protocol
+
+from flexroute.config import Settings
+from flexroute.errors import ConfigError
+from flexroute.ledger import Org
+
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeResult:
+    """``succeeded`` → invoice paid; ``failed`` → past-due with ``reason`` (e.g.
+    ``card_declined``, ``no_card``); ``pending`` → sent for payment outside flexroute."""
+
+    status: Literal["succeeded", "failed", "pending"]
+    reason: str | None = None
+    reference: str | None = None
+
+
+class PaymentProcessor(Protocol):
+    name: str
+
+    async def charge(
+        self, org: Org, amount: Decimal, *, idempotency_key: str, invoice_id: str
+    ) -> ChargeResult:
+        """Charge ``amount`` USD to ``org``'s card on file, off-session."""
+
+
+class ManualProcessor:
+    """For operators who invoice by hand: every charge is left ``pending`` until
+    ``flexroute billing mark-paid`` or ``mark-failed`` says how it went."""
+
+    name = "manual"
+
+    async def charge(
+        self, org: Org, amount: Decimal, *, idempotency_key: str, invoice_id: str
+    ) -> ChargeResult:
+        return ChargeResult("pending", reference=f"manual:{idempotency_key}")
+
+
+def to_cents(amount: Decimal) -> int:
+    """Processors charge whole cents: the exact amount rounded half-up (documented rounding;
+    the invoice keeps the exact pico-USD amount)."""
+    return int((amount.quantize(CENT, rounding=ROUND_HALF_UP) * 100).to_integral_value())
+
+
+def processor_for(settings: Settings) -> PaymentProcessor:
+    """The processor ``FLEXROUTE_PAYMENT_PROCESSOR`` names."""
+    if settings.payment_processor == "manual":
+        return ManualProcessor()
+    if settings.payment_processor == "stripe":
+        from flexroute.billing.stripe_processor import StripeProcessor
+
+        if settings.stripe_api_key is None:
+            raise ConfigError(
+                "FLEXROUTE_PAYMENT_PROCESSOR=stripe needs FLEXROUTE_STRIPE_API_KEY (sk_…)"
+            )
+        return StripeProcessor(
+            settings.stripe_api_key.get_secret_value(),
+            api_base=settings.stripe_api_base,
+            webhook_secret=None
+            if settings.stripe_webhook_secret is None
+            else settings.stripe_webhook_secret.get_secret_value(),
+        )
+    raise ConfigError(
+        f"FLEXROUTE_PAYMENT_PROCESSOR {settings.payment_processor!r} is unknown: "
+        "use manual or stripe"
+    )

@@ -1,0 +1,85 @@
+"""The billing run: charge each organisation once per calendar month (UTC).
+
+For the month containing ``at``, every organisation whose uncharged fees received before the
+month's end reach the threshold gets one invoice (the store's ``claim_invoice`` is one
+transaction guarded by ``UNIQUE (org_id, period)``, so a second run, or a concurrent one in
+another process, claims nothing); only the claimant asks the processor to charge it. Balances
+under the threshold stay uncharged and carry over into the next month.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from flexroute.billing.processors import PaymentProcessor
+from flexroute.ledger import Invoice, Store, period_of
+
+STALE_AFTER = dt.timedelta(minutes=15)
+_STATUS = {"succeeded": "paid", "failed": "failed", "pending": "open"}
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    org_id: str
+    invoice: Invoice
+
+    def to_json(self) -> dict[str, object]:
+        return {"org_id": self.org_id, **self.invoice.to_json()}
+
+
+async def charge_invoice(
+    store: Store,
+    processor: PaymentProcessor,
+    invoice: Invoice,
+    on_change: Callable[[str], None] | None = None,
+) -> Invoice:
+    """One charge attempt for a ``charging`` invoice; the outcome and the org's state are
+    written together."""
+    org = await store.org(invoice.org_id)
+    result = await processor.charge(
+        org,
+        invoice.amount,
+        idempotency_key=invoice.idempotency_key,
+        invoice_id=invoice.invoice_id,
+    )
+    settled = await store.settle_invoice(
+        invoice.invoice_id, _STATUS[result.status], result.reason, result.reference
+    )
+    if on_change is not None:
+        on_change(invoice.org_id)
+    return settled
+
+
+async def billing_run(
+    store: Store,
+    processor: PaymentProcessor,
+    *,
+    at: dt.datetime,
+    threshold: Decimal,
+    on_change: Callable[[str], None] | None = None,
+) -> list[RunOutcome]:
+    """Charge every due organisation for the period containing ``at``; return what this run
+    charged (nothing for organisations already invoiced for the period)."""
+    period, end = period_of(at)
+    outcomes = []
+    for org_id in await store.org_ids():
+        for stale in await _stale(store, org_id):
+            outcomes.append(RunOutcome(org_id, await charge_invoice(store, processor, stale)))
+        invoice = await store.claim_invoice(org_id, period, end, threshold)
+        if invoice is None:
+            continue
+        settled = await charge_invoice(store, processor, invoice, on_change)
+        outcomes.append(RunOutcome(org_id, settled))
+    return outcomes
+
+
+async def _stale(store: Store, org_id: str) -> list[Invoice]:
+    """Invoices left ``charging`` by a run that died mid-charge: asked again with the *same*
+    idempotency key, so the processor answers the first attempt rather than charging twice."""
+    cutoff = dt.datetime.now(dt.UTC) - STALE_AFTER
+    return [
+        i for i in await store.invoices(org_id) if i.status == "charging" and i.updated_at < cutoff
+    ]

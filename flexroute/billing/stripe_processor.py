@@ -1,0 +1,151 @@
+"""Stripe as the payment processor, through the ``stripe`` SDK.
+
+One Stripe customer per organisation (``metadata.org_id``); a card is a PaymentMethod attached
+to it and made its default; a charge is an off-session PaymentIntent confirmed at once, with the
+invoice's idempotency key (organisation, period, attempt). Stripe errors are translated here
+and nowhere else: a card error is a failed charge with Stripe's ``code`` as the reason; any
+other error is :class:`~flexroute.errors.PaymentError` (outcome unknown, retried with the same
+key). The SDK is synchronous: calls run on a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import stripe
+
+from flexroute.billing.processors import ChargeResult, to_cents
+from flexroute.errors import ConfigError, PaymentError
+from flexroute.ledger import Org
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class CardOutcome:
+    """``ok``: the card is attached and the customer's default; else ``reason`` says why."""
+
+    ok: bool
+    customer_ref: str
+    reason: str | None = None
+
+
+class StripeProcessor:
+    name = "stripe"
+
+    def __init__(
+        self, api_key: str, *, api_base: str | None = None, webhook_secret: str | None = None
+    ) -> None:
+        addresses: Any = {"api": api_base.rstrip("/")} if api_base else {}
+        self._client = stripe.StripeClient(api_key, base_addresses=addresses)
+        self._webhook_secret = webhook_secret
+
+    async def ensure_customer(self, org: Org) -> str:
+        """The org's Stripe customer, created (idempotently) on first use."""
+        if org.customer_ref:
+            return org.customer_ref
+        customer = await self._call(
+            lambda: self._client.v1.customers.create(
+                params={"metadata": {"org_id": org.org_id}},
+                options={"idempotency_key": f"flexroute-customer-{org.org_id}"},
+            )
+        )
+        return str(customer.id)
+
+    async def attach_card(self, org: Org, payment_method: str) -> CardOutcome:
+        """Attach ``payment_method`` (``pm_…``) and make it the default for off-session use."""
+        customer = await self.ensure_customer(org)
+        try:
+            await self._call(
+                lambda: self._client.v1.payment_methods.attach(
+                    payment_method, params={"customer": customer}
+                )
+            )
+        except _Declined as declined:
+            return CardOutcome(False, customer, declined.reason)
+        await self._call(
+            lambda: self._client.v1.customers.update(
+                customer, params={"invoice_settings": {"default_payment_method": payment_method}}
+            )
+        )
+        return CardOutcome(True, customer)
+
+    async def charge(
+        self, org: Org, amount: Decimal, *, idempotency_key: str, invoice_id: str
+    ) -> ChargeResult:
+        if org.customer_ref is None or org.card_status != "valid":
+            return ChargeResult("failed", reason="no_card")
+        customer_ref = org.customer_ref
+        customer = await self._call(lambda: self._client.v1.customers.retrieve(customer_ref))
+        settings = customer.invoice_settings
+        method = None if settings is None else settings.default_payment_method
+        if not method:
+            return ChargeResult("failed", reason="no_card")
+        params: Any = {
+            "amount": to_cents(amount),
+            "currency": "usd",
+            "customer": customer_ref,
+            "payment_method": method if isinstance(method, str) else method["id"],
+            "off_session": True,
+            "confirm": True,
+            "metadata": {"org_id": org.org_id, "invoice_id": invoice_id},
+        }
+        try:
+            intent = await self._call(
+                lambda: self._client.v1.payment_intents.create(
+                    params=params, options={"idempotency_key": idempotency_key}
+                )
+            )
+        except _Declined as declined:
+            return ChargeResult("failed", reason=declined.reason, reference=declined.intent)
+        if intent.status == "succeeded":
+            return ChargeResult("succeeded", reference=str(intent.id))
+        if intent.status in ("processing",):
+            return ChargeResult("pending", reference=str(intent.id))
+        return ChargeResult("failed", reason="authentication_required", reference=str(intent.id))
+
+    def parse_event(self, payload: bytes, signature: str | None) -> dict[str, Any]:
+        """The webhook event, after checking its ``Stripe-Signature``; ConfigError when no
+        secret is set, PaymentError when the signature does not match."""
+        if self._webhook_secret is None:
+            raise ConfigError("Stripe webhooks need FLEXROUTE_STRIPE_WEBHOOK_SECRET (whsec_…)")
+        try:
+            event = self._client.construct_event(payload, signature or "", self._webhook_secret)
+        except (stripe.SignatureVerificationError, ValueError) as exc:
+            raise PaymentError(f"Stripe webhook rejected: {exc}") from exc
+        data: dict[str, Any] = event.to_dict()
+        return data
+
+    async def org_of_customer(self, customer_ref: str) -> str | None:
+        customer = await self._call(lambda: self._client.v1.customers.retrieve(customer_ref))
+        metadata: Any = customer.metadata or {}
+        org_id = metadata.get("org_id")
+        return None if org_id is None else str(org_id)
+
+    @staticmethod
+    async def _call(fn: Callable[[], _T]) -> _T:
+        def run() -> _T:
+            try:
+                return fn()
+            except stripe.CardError as exc:
+                error = exc.error
+                intent = getattr(error, "payment_intent", None) if error else None
+                raise _Declined(
+                    exc.code or "card_declined",
+                    None if intent is None else str(intent.get("id")),
+                ) from exc
+            except stripe.StripeError as exc:
+                raise PaymentError(f"Stripe: {exc.user_message or exc}") from exc
+
+        return await anyio.to_thread.run_sync(run)
+
+
+class _Declined(Exception):  # noqa: N818 -- a card decline is an outcome, caught beside
+    def __init__(self, reason: str, intent: str | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.intent = intent

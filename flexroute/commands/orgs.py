@@ -1,0 +1,24 @@
+"""``flexroute orgs show ORG [--json]``: balance, state, reason, card, last invoice."""
+
+from __future__ import annotations
+
+import json
+
+from flexroute.commands._common import store_for
+from flexroute.config import Settings
+from flexroute.table import render_table
+
+
+async def show(org_id: str, as_json: bool) -> int:
+    async with store_for(Settings()) as store:
+        org = await store.org(org_id)
+    data = org.to_json()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return 0
+    last = data.pop("last_invoice")
+    rows = [[key, "" if value is None else str(value)] for key, value in data.items()]
+    if last is not None:
+        rows.append(["last_invoice", f"{last['period']} {last['amount_usd']} {last['status']}"])
+    print(render_table(["field", "value"], rows))
+    return 0

@@ -1,0 +1,277 @@
+"""The shared ledger: PostgreSQL through psycopg 3 (async, a small connection pool).
+
+For several proxy replicas sharing one ledger. Money is ``BIGINT`` pico-USD (sums come back as
+exact ``NUMERIC``); a record is one ``INSERT … ON CONFLICT DO NOTHING`` committed before
+``record`` returns. Migrations run when the store is first used (and by ``flexroute db
+upgrade``) under an advisory lock, so replicas starting together migrate once. Billing steps
+are single transactions; ``UNIQUE (org_id, period)`` and compare-and-set updates make them
+safe when several processes run them at once. psycopg errors become :class:`LedgerError` here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from flexroute.errors import LedgerError
+from flexroute.ledger import _sql as q
+from flexroute.ledger._rows import COLUMNS, from_row, to_row
+from flexroute.ledger._sqlite_billing import (
+    BelowThreshold,
+    build_org,
+    invoice_from_row,
+    usage_rows,
+)
+from flexroute.ledger.base import (
+    ACTIVE,
+    PAST_DUE,
+    Invoice,
+    LedgerRecord,
+    Org,
+    UsageRow,
+    new_invoice_id,
+)
+from flexroute.money import to_pico
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE requests (
+        request_id TEXT PRIMARY KEY,
+        org_id TEXT NOT NULL,
+        key_id TEXT,
+        provider TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        model TEXT,
+        route TEXT NOT NULL,
+        reason TEXT,
+        tier_requested TEXT,
+        tier_served TEXT,
+        start_within_ms INTEGER,
+        flex_wait_ms INTEGER,
+        attempts INTEGER NOT NULL,
+        usage_json JSONB,
+        standard_cost_pico BIGINT,
+        actual_cost_pico BIGINT,
+        saving_pico BIGINT NOT NULL,
+        fee_pico BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        http_status INTEGER NOT NULL,
+        received_at TIMESTAMPTZ NOT NULL,
+        completed_at TIMESTAMPTZ NOT NULL,
+        attempt_log_json JSONB NOT NULL,
+        invoice_id TEXT
+    );
+    CREATE INDEX requests_org_received ON requests (org_id, received_at);
+    CREATE INDEX requests_uncharged ON requests (org_id) WHERE invoice_id IS NULL;
+    CREATE INDEX requests_invoice ON requests (invoice_id);
+    CREATE TABLE orgs (
+        org_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL DEFAULT 'active',
+        reason TEXT,
+        card_status TEXT NOT NULL DEFAULT 'none',
+        customer_ref TEXT,
+        updated_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE invoices (
+        invoice_id TEXT PRIMARY KEY,
+        org_id TEXT NOT NULL,
+        period TEXT NOT NULL,
+        amount_pico BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        attempts INTEGER NOT NULL,
+        reference TEXT,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        UNIQUE (org_id, period)
+    )
+    """,
+)
+
+# JSON columns come back as text so both backends share one row reader.
+_SELECT = COLUMNS.replace("usage_json", "usage_json::text").replace(
+    "attempt_log_json", "attempt_log_json::text"
+)
+_INSERT = (
+    f"INSERT INTO requests ({COLUMNS}) VALUES ({', '.join(['%s'] * 23)}) "  # noqa: S608 -- fixed columns
+    "ON CONFLICT (request_id) DO NOTHING"
+)
+_DAY = "to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4) -> None:
+        self.url = url
+        self._pool = AsyncConnectionPool(
+            url, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
+        )
+        self._ready = False
+        self._opening: anyio.Lock | None = None
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection, the pool opened and the schema migrated on first use."""
+        try:
+            if not self._ready:
+                await self._open()
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise LedgerError(f"PostgreSQL ledger: {exc}") from exc
+
+    async def _open(self) -> None:
+        self._opening = self._opening or anyio.Lock()
+        async with self._opening:
+            if self._ready:
+                return
+            await self._pool.open(wait=True, timeout=10)
+            async with self._pool.connection() as conn:
+                await _migrate(conn)
+            self._ready = True
+
+    async def upgrade(self) -> int:
+        async with self._conn():
+            return len(MIGRATIONS)
+
+    async def record(self, record: LedgerRecord) -> bool:
+        async with self._conn() as conn:
+            cur = await conn.execute(_INSERT, to_row(record))
+            return cur.rowcount == 1
+
+    async def get(self, request_id: str) -> LedgerRecord | None:
+        sql = f"SELECT {_SELECT} FROM requests WHERE request_id = %s"  # noqa: S608 -- fixed columns
+        row = await self._one(sql, (request_id,))
+        return None if row is None else from_row(row)
+
+    async def org(self, org_id: str) -> Org:
+        async with self._conn() as conn:
+
+            async def one(sql: str) -> Any:
+                return await (await conn.execute(q.pg(sql), (org_id,))).fetchone()
+
+            return build_org(
+                org_id,
+                await one(q.ORG_ROW),
+                (await one(q.UNCHARGED_SUM))[0],
+                (await one(q.UNPAID_INVOICES_SUM))[0],
+                (await one(q.AMOUNT_DUE_SUM))[0],
+                await one(q.LAST_INVOICE),
+            )
+
+    async def org_ids(self) -> list[str]:
+        async with self._conn() as conn:
+            rows = await (await conn.execute(q.ORG_IDS)).fetchall()
+        return sorted(row[0] for row in rows)
+
+    async def set_card(self, org_id: str, card_status: str, customer_ref: str | None) -> None:
+        async with self._conn() as conn:
+            await conn.execute(q.pg(q.UPSERT_CARD), (org_id, card_status, customer_ref, _now()))
+
+    async def set_state(self, org_id: str, state: str, reason: str | None) -> None:
+        async with self._conn() as conn:
+            await conn.execute(q.pg(q.UPSERT_STATE), (org_id, state, reason, _now()))
+
+    async def claim_invoice(
+        self, org_id: str, period: str, period_end: dt.datetime, threshold: Decimal
+    ) -> Invoice | None:
+        invoice_id, now = new_invoice_id(), _now()
+        try:
+            async with self._conn() as conn, conn.transaction():
+                cur = await conn.execute(
+                    q.pg(q.INSERT_INVOICE), (invoice_id, org_id, period, now, now)
+                )
+                if cur.rowcount != 1:
+                    return None
+                await conn.execute(q.pg(q.ASSIGN_FEES), (invoice_id, org_id, period_end))
+                cur = await conn.execute(q.pg(q.INVOICE_FEES_SUM), (invoice_id,))
+                amount = int((await cur.fetchone() or (0,))[0])
+                if amount == 0 or amount < to_pico(threshold):
+                    raise BelowThreshold
+                await conn.execute(q.pg(q.SET_INVOICE_AMOUNT), (amount, invoice_id))
+                return await self._invoice(conn, invoice_id)
+        except BelowThreshold:
+            return None
+
+    async def retry_invoice(self, invoice_id: str) -> Invoice | None:
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(q.pg(q.RETRY_INVOICE), (_now(), invoice_id))
+            if cur.rowcount != 1:
+                return None
+            return await self._invoice(conn, invoice_id)
+
+    async def settle_invoice(
+        self, invoice_id: str, status: str, reason: str | None, reference: str | None
+    ) -> Invoice:
+        now = _now()
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(
+                q.pg(q.SETTLE_INVOICE), (status, reason, reference, now, invoice_id)
+            )
+            if cur.rowcount != 1:
+                raise LedgerError(f"no invoice {invoice_id}")
+            invoice = await self._invoice(conn, invoice_id)
+            if status == "failed":
+                await conn.execute(q.pg(q.UPSERT_STATE), (invoice.org_id, PAST_DUE, reason, now))
+            elif status == "paid":
+                cur = await conn.execute(q.pg(q.FAILED_COUNT), (invoice.org_id,))
+                if (await cur.fetchone() or (0,))[0] == 0:
+                    await conn.execute(q.pg(q.UPSERT_STATE), (invoice.org_id, ACTIVE, None, now))
+            return invoice
+
+    async def invoices(self, org_id: str) -> list[Invoice]:
+        async with self._conn() as conn:
+            rows = await (await conn.execute(q.pg(q.INVOICES_OF), (org_id,))).fetchall()
+        return [invoice_from_row(row) for row in rows]
+
+    async def usage(
+        self, org_id: str | None = None, since: dt.datetime | None = None
+    ) -> list[UsageRow]:
+        sql = q.pg(q.usage_query(_DAY, org_id is not None, since is not None))
+        params: list[Any] = [] if org_id is None else [org_id]
+        if since is not None:
+            params.append(since)
+        async with self._conn() as conn:
+            rows = await (await conn.execute(sql, params)).fetchall()
+        return usage_rows(rows)
+
+    async def aclose(self) -> None:
+        await self._pool.close()
+
+    async def _one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        async with self._conn() as conn:
+            return await (await conn.execute(sql, params)).fetchone()
+
+    @staticmethod
+    async def _invoice(conn: psycopg.AsyncConnection[Any], invoice_id: str) -> Invoice:
+        cur = await conn.execute(q.pg(q.INVOICE_BY_ID), (invoice_id,))
+        row = await cur.fetchone()
+        if row is None:
+            raise LedgerError(f"no invoice {invoice_id}")
+        return invoice_from_row(row)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def _migrate(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Apply pending migrations in one transaction under an advisory lock for this schema."""
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('flexroute-migrate:' || current_schema()))"
+        )
+        await conn.execute("CREATE TABLE IF NOT EXISTS flexroute_schema (version INTEGER)")
+        row = await (await conn.execute("SELECT max(version) FROM flexroute_schema")).fetchone()
+        version = int(row[0]) if row and row[0] is not None else 0
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in script.split(";"):
+                if statement.strip():
+                    await conn.execute(statement.encode())
+            await conn.execute("INSERT INTO flexroute_schema (version) VALUES (%s)", (number,))

@@ -1,0 +1,351 @@
+"""httpx2 transports that answer an SDK's requests through the engine: the wrapper's seam.
+
+A vendor SDK builds an ``httpx2.Request`` as usual; :class:`FlexAsyncTransport` (async
+clients) or :class:`FlexTransport` (sync clients) turns it into a :class:`~flexroute.engine.Call`,
+runs :meth:`Engine.handle <flexroute.engine.Engine.handle>` and hands back an
+``httpx2.Response`` whose stream yields the engine's bytes, so the SDK parses and raises as it
+always does. Routing, pricing, the ledger and the ``x-flexroute-*`` headers are the engine's.
+
+Where requests go: the path and query of the SDK's URL, after the client's own base-URL prefix
+(:func:`upstream_settings`), are appended to the provider's upstream base URL.
+
+Sync clients run the engine on one event-loop thread owned by the transport (an anyio blocking
+portal), started at the first request and stopped by :meth:`FlexTransport.close`; a streamed
+body is pulled through the portal chunk by chunk.
+
+The SDK's request timeout (``read``) bounds the wait for the answer's headers, flex wait
+included, and then each chunk; it raises ``httpx2.ReadTimeout`` like a socket would.
+An SDK retry (``x-stainless-retry-count`` above 0) skips flex: the first try spent the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.from_thread
+import httpx2
+
+from flexroute.catalog import Catalog, default_catalog
+from flexroute.config import Settings
+from flexroute.dialects import error_dialect
+from flexroute.engine import Call, Engine, Reply, new_request_id
+from flexroute.errors import RequestRejected
+from flexroute.ledger import LedgerRecord, open_store
+from flexroute.upstream import Httpx2Upstream
+
+__all__ = ["FlexAsyncTransport", "FlexOptions", "FlexTransport", "Listener", "upstream_settings"]
+
+log = logging.getLogger("flexroute.sdk")
+
+# Called with a call's ledger record once it is written.
+Listener = Callable[[LedgerRecord], None]
+_API_VERSION = re.compile(r"/v\d+(?:(?:alpha|beta)\d*)?$")
+
+
+def upstream_settings(settings: Settings, provider: str, base_url: str) -> tuple[Settings, str]:
+    """``settings`` with ``provider``'s upstream set from an SDK client's ``base_url``, and the
+    path prefix to strip from the client's request paths.
+
+    A client on its provider's public URL keeps the settings' base (``FLEXROUTE_*_BASE_URL``,
+    default the same public URL); a client pointed elsewhere (a gateway, Azure, a local server)
+    keeps going there. A trailing API version (``/v1``, ``/v1beta``) belongs to the request path.
+    """
+    scheme, _, rest = base_url.rstrip("/").partition("://")
+    host, slash, path = rest.partition("/")
+    prefix = _API_VERSION.sub("", slash + path)
+    upstream = f"{scheme}://{host}{prefix}"
+    field_name = f"{provider}_base_url"
+    if upstream == Settings.model_fields[field_name].default:
+        return settings, prefix
+    return settings.model_copy(update={field_name: upstream}), prefix
+
+
+@dataclass(frozen=True, slots=True)
+class FlexOptions:
+    """What a transport needs: where to send, the client's budget and who hears outcomes."""
+
+    settings: Settings
+    provider: str  # "openai" | "gemini" | "anthropic"
+    prefix: str = ""  # the client's base-URL path, stripped from request paths
+    start_within: float | None = None  # the client's default budget (None: passthrough)
+    # Called in the caller's context when a request starts; returns who hears its record.
+    listener: Callable[[], Listener | None] = lambda: None
+    catalog: Catalog | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    listener: Listener
+    record: LedgerRecord | None = None
+
+
+@dataclass(slots=True)
+class _Core:
+    """What both transports share: request → Call, the engine, and outcome delivery."""
+
+    options: FlexOptions
+    pending: dict[str, _Pending] = field(default_factory=dict)
+
+    def start(self) -> str:
+        """On the caller's side (its thread and context): a request id, and who hears it."""
+        request_id = new_request_id()
+        listener = self.options.listener()
+        if listener is not None:
+            self.pending[request_id] = _Pending(listener)
+        return request_id
+
+    def call(self, request: httpx2.Request, body: bytes, request_id: str) -> Call:
+        """On the engine's loop (the receipt time is read from its clock)."""
+        path = request.url.path
+        prefix = self.options.prefix
+        if prefix and path.startswith(prefix + "/"):
+            path = path[len(prefix) :]
+        headers = [
+            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers.raw
+        ]
+        call = Call(
+            method=request.method,
+            path=path,
+            query=request.url.query.decode("latin-1"),
+            headers=headers,
+            body=body,
+            request_id=request_id,
+            default_start_within=self.options.start_within,
+        )
+        retries = call.header("x-stainless-retry-count")
+        call.standard_only = retries is not None and retries != "0"
+        return call
+
+    def engine(self) -> Engine:
+        options = self.options
+        return Engine(
+            options.settings,
+            options.catalog or default_catalog(),
+            Httpx2Upstream(),
+            open_store(options.settings.database_url),
+            on_record=self._on_record,
+        )
+
+    async def handle(self, engine: Engine, call: Call, read_timeout: float | None) -> Reply:
+        try:
+            with anyio.fail_after(read_timeout):
+                return await engine.handle(call, self.options.provider)
+        except RequestRejected as error:
+            return engine.reject(error_dialect(self.options.provider), error, call.request_id)
+
+    def _on_record(self, record: LedgerRecord) -> None:
+        pending = self.pending.get(record.request_id)
+        if pending is not None:
+            pending.record = record
+
+    def finish(self, request_id: str) -> None:
+        """Deliver the call's outcome, if it has one, on the caller's side of the transport."""
+        pending = self.pending.pop(request_id, None)
+        if pending is None or pending.record is None:
+            return
+        try:
+            pending.listener(pending.record)
+        except Exception:  # a listener's bug must not fail (and so retry) the call
+            log.exception("flexroute: an outcome listener raised")
+
+
+async def _close_engine(engine: Engine) -> None:
+    await engine.upstream.aclose()
+    await engine.store.aclose()
+
+
+def _read_timeout(request: httpx2.Request) -> float | None:
+    timeout = request.extensions.get("timeout") or {}
+    value = timeout.get("read")
+    return None if value is None else float(value)
+
+
+def _timed_out(request: httpx2.Request) -> httpx2.ReadTimeout:
+    return httpx2.ReadTimeout("flexroute: no answer within the read timeout", request=request)
+
+
+async def _next_chunk(stream: AsyncGenerator[bytes, None], wait: float | None) -> bytes | None:
+    with anyio.fail_after(wait):
+        return await anext(stream, None)
+
+
+# -- async clients --------------------------------------------------------------------------
+
+
+class FlexAsyncTransport(httpx2.AsyncBaseTransport):
+    """For async SDK clients: the engine runs in the caller's task, on the caller's loop."""
+
+    def __init__(self, options: FlexOptions) -> None:
+        self._core = _Core(options)
+        self._engine: Engine | None = None
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = await request.aread()
+        request_id = self._core.start()
+        call = self._core.call(request, body, request_id)
+        if self._engine is None:
+            self._engine = self._core.engine()
+        timeout = _read_timeout(request)
+        try:
+            reply = await self._core.handle(self._engine, call, timeout)
+        except TimeoutError:
+            self._core.finish(request_id)
+            raise _timed_out(request) from None
+        except BaseException:
+            self._core.finish(request_id)
+            raise
+        if reply.stream is None:
+            self._core.finish(request_id)
+            return httpx2.Response(reply.status, headers=reply.headers, content=reply.body)
+        stream = _AsyncReplyStream(self._core, request_id, reply.stream, request, timeout)
+        return httpx2.Response(reply.status, headers=reply.headers, stream=stream)
+
+    async def aclose(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await _close_engine(engine)
+
+
+class _AsyncReplyStream(httpx2.AsyncByteStream):
+    def __init__(
+        self,
+        core: _Core,
+        request_id: str,
+        stream: AsyncGenerator[bytes, None],
+        request: httpx2.Request,
+        timeout: float | None,
+    ) -> None:
+        self._core, self._id, self._stream = core, request_id, stream
+        self._request, self._timeout = request, timeout
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                chunk = await _next_chunk(self._stream, self._timeout)
+            except TimeoutError:
+                raise _timed_out(self._request) from None
+            if chunk is None:
+                break
+            yield chunk
+        self._core.finish(self._id)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+        self._core.finish(self._id)
+
+
+# -- sync clients ---------------------------------------------------------------------------
+
+
+class FlexTransport(httpx2.BaseTransport):
+    """For sync SDK clients: the engine runs on the transport's own event-loop thread.
+
+    Safe to share between threads; ``close()`` ends open streams, closes the upstream pool and
+    the ledger, and joins the thread.
+    """
+
+    def __init__(self, options: FlexOptions) -> None:
+        self._core = _Core(options)
+        self._lock = threading.Lock()
+        self._stack: ExitStack | None = None
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+        self._engine: Engine | None = None
+        self._streams: set[_SyncReplyStream] = set()
+        self._closed = False
+
+    def _get_portal(self) -> anyio.from_thread.BlockingPortal:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this flexroute transport is closed")
+            if self._portal is None:
+                stack = ExitStack()
+                self._portal = stack.enter_context(
+                    anyio.from_thread.start_blocking_portal(name="flexroute-sdk")
+                )
+                self._stack = stack
+            return self._portal
+
+    async def _handle(
+        self, request: httpx2.Request, body: bytes, request_id: str, read_timeout: float | None
+    ) -> Reply:
+        if self._engine is None:
+            self._engine = self._core.engine()
+        call = self._core.call(request, body, request_id)
+        return await self._core.handle(self._engine, call, read_timeout)
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = request.read()
+        portal = self._get_portal()
+        request_id = self._core.start()
+        timeout = _read_timeout(request)
+        try:
+            reply = portal.call(self._handle, request, body, request_id, timeout)
+        except TimeoutError:
+            self._core.finish(request_id)
+            raise _timed_out(request) from None
+        except BaseException:
+            self._core.finish(request_id)
+            raise
+        if reply.stream is None:
+            self._core.finish(request_id)
+            return httpx2.Response(reply.status, headers=reply.headers, content=reply.body)
+        stream = _SyncReplyStream(self, request_id, reply.stream, request, timeout)
+        self._streams.add(stream)
+        return httpx2.Response(reply.status, headers=reply.headers, stream=stream)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            portal, stack = self._portal, self._stack
+            self._portal = self._stack = None
+        if portal is None or stack is None:
+            return
+        with stack:
+            for stream in list(self._streams):
+                stream.close()
+            engine, self._engine = self._engine, None
+            if engine is not None:
+                portal.call(_close_engine, engine)
+
+
+class _SyncReplyStream(httpx2.SyncByteStream):
+    def __init__(
+        self,
+        transport: FlexTransport,
+        request_id: str,
+        stream: AsyncGenerator[bytes, None],
+        request: httpx2.Request,
+        timeout: float | None,
+    ) -> None:
+        assert transport._portal is not None
+        self._transport, self._portal = transport, transport._portal
+        self._id, self._stream = request_id, stream
+        self._request, self._timeout = request, timeout
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                chunk = self._portal.call(_next_chunk, self._stream, self._timeout)
+            except TimeoutError:
+                raise _timed_out(self._request) from None
+            if chunk is None:
+                break
+            yield chunk
+        self._transport._core.finish(self._id)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._transport._streams.discard(self)
+        try:
+            self._portal.call(self._stream.aclose)
+        finally:
+            self._transport._core.finish(self._id)

@@ -1,0 +1,277 @@
+"""Billing: balances, charges and carry-over against a model; the 402 gate through the SDK."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import openai
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flexroute.billing.gate import BillingGate
+from flexroute.billing.processors import ChargeResult
+from flexroute.billing.run import billing_run
+from flexroute.billing.state import card_updated, mark_failed
+from flexroute.engine import Call
+from flexroute.ledger import ACTIVE, PAST_DUE, Org, open_store, period_of
+from flexroute.money import from_pico
+from flexroute.proxy import create_app
+from flexroute.testing import serve_in_thread
+from tests.conftest import Proxy, make_settings
+from tests.test_ledger_sqlite import record
+
+THRESHOLD = Decimal(20)
+MONTHS = [dt.datetime(2026, m, 15, tzinfo=dt.UTC) for m in (1, 2, 3, 4)]
+SPEC_MESSAGE = (
+    "Billable flex requests are paused: the charge of $23.40 failed (card declined). Add or "
+    "update a card on the Billing page, then retry. Default, priority and auto routing keep "
+    "working."
+)
+
+
+class ScriptedProcessor:
+    """Declines the orgs in ``failing``; counts every charge by idempotency key."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.failing: set[str] = set()
+        self.keys: list[str] = []
+
+    async def charge(
+        self, org: Org, amount: Decimal, *, idempotency_key: str, invoice_id: str
+    ) -> ChargeResult:
+        self.keys.append(idempotency_key)
+        if org.org_id in self.failing:
+            return ChargeResult("failed", reason="card_declined")
+        return ChargeResult("succeeded", reference=f"pi_{len(self.keys)}")
+
+
+@dataclasses.dataclass
+class Model:
+    """The simple truth: fees per org and month, invoices as [amount, paid]."""
+
+    fees: list[tuple[str, int, int]] = dataclasses.field(default_factory=list)  # org, month, pico
+    charged: set[int] = dataclasses.field(default_factory=set)  # indexes into fees
+    invoices: dict[tuple[str, int], list[Any]] = dataclasses.field(default_factory=dict)
+
+    def run(self, month: int, failing: set[str]) -> None:
+        for org in {o for o, _, _ in self.fees}:
+            if (org, month) in self.invoices:
+                continue
+            due = [
+                i for i, (o, m, _) in enumerate(self.fees)
+                if o == org and m <= month and i not in self.charged
+            ]  # fmt: skip
+            amount = sum(self.fees[i][2] for i in due)
+            if amount > 0 and amount >= THRESHOLD * 10**12:
+                self.charged.update(due)
+                self.invoices[(org, month)] = [amount, org not in failing]
+
+    def retry(self, org: str, failing: set[str]) -> None:
+        for (o, _), invoice in self.invoices.items():
+            if o == org and not invoice[1] and org not in failing:
+                invoice[1] = True
+
+    def balance(self, org: str) -> int:
+        fees = enumerate(self.fees)
+        uncharged: int = sum(p for i, (o, _, p) in fees if o == org and i not in self.charged)
+        invoices = self.invoices.items()
+        unpaid: int = sum(a for (o, _), (a, paid) in invoices if o == org and not paid)
+        return uncharged + unpaid
+
+    def state(self, org: str) -> str:
+        failed = any(not paid for (o, _), (_, paid) in self.invoices.items() if o == org)
+        return PAST_DUE if failed else ACTIVE
+
+
+ORGS = ("acme", "beta")
+operation = st.one_of(
+    st.tuples(st.just("fee"), st.sampled_from(ORGS), st.integers(1, 15 * 10**12)),
+    st.tuples(st.just("run"), st.integers(0, 3)),
+    st.tuples(st.just("fail"), st.sampled_from(ORGS)),
+    st.tuples(st.just("card"), st.sampled_from(ORGS)),
+)
+
+
+class TestBalancesProperty:
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(operation, max_size=25))
+    def test_balances_charges_and_carry_over_match_the_model(self, ops: list[Any]) -> None:
+        """Any sequence of fees, runs, declines and card updates leaves the store's balances,
+        states and invoices exactly where a simple in-memory model says."""
+        model, processor = Model(), ScriptedProcessor()
+
+        async def main(path: Path) -> None:
+            store = open_store(f"sqlite:///{path}")
+            month = 0  # fees arrive in the current month; runs may look back
+            try:
+                for n, op in enumerate(ops):
+                    if op[0] == "fee":
+                        at = MONTHS[month]
+                        fee = record(f"r{n}", fee=str(from_pico(op[2])))
+                        await store.record(dataclasses.replace(fee, org_id=op[1], received_at=at))
+                        model.fees.append((op[1], month, op[2]))
+                    elif op[0] == "run":
+                        month = max(month, op[1])
+                        await billing_run(store, processor, at=MONTHS[op[1]], threshold=THRESHOLD)
+                        model.run(op[1], processor.failing)
+                    elif op[0] == "fail":
+                        processor.failing ^= {op[1]}
+                    else:
+                        await card_updated(store, processor, op[1], "cus_x")
+                        model.retry(op[1], processor.failing)
+                    for org in ORGS:
+                        state = await store.org(org)
+                        assert state.unpaid_balance == from_pico(model.balance(org)), (org, op)
+                        assert state.state == model.state(org), (org, op)
+                        amounts = sorted(i.amount for i in await store.invoices(org))
+                        expected = sorted(
+                            from_pico(a) for (o, _), (a, _) in model.invoices.items() if o == org
+                        )
+                        assert amounts == expected
+                assert len(processor.keys) == len(set(processor.keys))  # no key charged twice
+            finally:
+                await store.aclose()
+
+        with tempfile.TemporaryDirectory() as tmp:
+            anyio.run(main, Path(tmp) / "ledger.sqlite3")
+
+
+async def _past_due(url: str, org: str = "default") -> None:
+    """Give ``org`` a failed $23.40 charge, as a billing run in another process would."""
+    store = open_store(url)
+    try:
+        for i, amount in enumerate(("20", "3.4")):
+            await store.record(dataclasses.replace(record(f"seed-{i}", fee=amount), org_id=org))
+        period, end = period_of(dt.datetime.now(dt.UTC))
+        invoice = await store.claim_invoice(org, period, end, THRESHOLD)
+        assert invoice is not None
+        await store.settle_invoice(invoice.invoice_id, "failed", "card_declined", None)
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def billing_proxy(tmp_path: Path, emulator: Any) -> Iterator[Proxy]:
+    """The proxy with an uncached billing gate, so another process's changes show at once."""
+    emulator.reset()
+    settings = make_settings(tmp_path, emulator.base_url)
+    with serve_in_thread(create_app(settings, gate_ttl=0)) as url:
+        yield Proxy(url, settings)
+
+
+def flex_chat(client: openai.OpenAI, model: str = "gpt-5-mini", **kwargs: Any) -> Any:
+    return client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-emulator": "flex_queue=0.05"},
+        **kwargs,
+    )
+
+
+class TestPaymentRequired:
+    def test_past_due_org_gets_402_through_the_openai_sdk(self, billing_proxy: Proxy) -> None:
+        """A billable flex request of a past-due org raises APIStatusError 402 with the SPEC
+        body; passthrough, priority and unpriced requests keep working."""
+        anyio.run(_past_due, billing_proxy.settings.database_url)
+        client = billing_proxy.client()
+        with pytest.raises(openai.APIStatusError) as raised:
+            flex_chat(client, extra_body={"start_within": "5s"})
+        error = raised.value
+        assert error.status_code == 402
+        assert isinstance(error.body, dict)
+        assert error.body["message"] == SPEC_MESSAGE
+        assert error.body["type"] == error.body["code"] == "payment_required"
+        assert error.body["reason"] == "card_declined"
+        assert error.body["amount_due_usd"] == "23.400000000"
+        assert flex_chat(client).choices[0].message.content
+        assert flex_chat(client, service_tier="priority").service_tier == "priority"
+        assert flex_chat(client, model="my-finetune-x", extra_body={"start_within": "5s"})
+
+    def test_mark_paid_lifts_past_due_at_once(self, billing_proxy: Proxy) -> None:
+        """`flexroute billing mark-paid` in another process lets the next flex request through."""
+        url = billing_proxy.settings.database_url
+        anyio.run(_past_due, url)
+        client = billing_proxy.client()
+        with pytest.raises(openai.APIStatusError):
+            flex_chat(client, extra_body={"start_within": "5s"})
+        done = subprocess.run(
+            [sys.executable, "-m", "flexroute.cli", "billing", "mark-paid", "default"],
+            env={"FLEXROUTE_DATABASE_URL": url, "PATH": "/usr/bin"},
+            capture_output=True,
+            check=True,
+        )
+        assert json.loads(done.stdout)["state"] == "active"
+        assert flex_chat(client, extra_body={"start_within": "5s"}).service_tier == "flex"
+
+    def test_no_card_message_names_the_fix(self) -> None:
+        """Past-due for want of a card says a charge is due and no card is on file."""
+        from flexroute.billing.gate import payment_required
+
+        org = Org("o", PAST_DUE, "no_card", amount_due=Decimal("31.005"))
+        error = payment_required(org)
+        assert error.status == 402
+        assert error.message.startswith(
+            "Billable flex requests are paused: a charge of $31.01 is due and no card is on file."
+        )
+
+
+class TestGate:
+    def test_a_successful_charge_in_this_process_lifts_past_due_at_once(
+        self, tmp_path: Path
+    ) -> None:
+        """Even with a long cache, a card update whose retry succeeds clears the gate."""
+
+        async def main() -> None:
+            url = f"sqlite:///{tmp_path / 'l.sqlite3'}"
+            await _past_due(url, "acme")
+            store = open_store(url)
+            gate = BillingGate(store, ttl=3600)
+            call = Call("POST", "/v1/chat/completions", "", [], b"{}", org_id="acme")
+            refusal = await gate(call)
+            assert refusal is not None
+            assert refusal.status == 402
+            await card_updated(store, ScriptedProcessor(), "acme", "cus_1", gate.forget)
+            assert await gate(call) is None
+            await mark_failed(store, "acme", "insufficient_funds")
+            gate.forget("acme")
+            refusal = await gate(call)
+            assert refusal is not None
+            assert refusal.extra["reason"] == "insufficient_funds"
+            await store.aclose()
+
+        anyio.run(main)
+
+
+class TestUsageViews:
+    def test_usage_cli_and_endpoint_agree(self, billing_proxy: Proxy) -> None:
+        """`flexroute usage --json` and GET /flexroute/v1/usage give the same totals."""
+        client = billing_proxy.client()
+        flex_chat(client, extra_body={"start_within": "5s"})
+        flex_chat(client, service_tier="priority")
+        served = billing_proxy.get("/flexroute/v1/usage")
+        routes = sorted(row["route"] for row in served["data"])
+        assert routes == ["flex", "passthrough"]
+        assert sum(row["requests"] for row in served["data"]) == 2
+        env = {"FLEXROUTE_DATABASE_URL": billing_proxy.settings.database_url, "PATH": "/usr/bin"}
+        cli = [sys.executable, "-m", "flexroute.cli", "usage"]
+        out = subprocess.run([*cli, "--json"], env=env, capture_output=True, check=True)
+        assert json.loads(out.stdout) == served
+        table = subprocess.run(cli, env=env, capture_output=True, check=True, text=True)
+        assert table.stdout.splitlines()[0].split() == [
+            "day", "model", "route", "requests", "spend_usd", "saving_usd", "fee_usd"
+        ]  # fmt: skip
+        filtered = billing_proxy.get("/flexroute/v1/usage?org=nobody")
+        assert filtered == {"data": []}
