@@ -77,10 +77,41 @@ def _ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     usage.add_argument("--json", action="store_true")
     usage.set_defaults(run=lambda a: _async("usage", "show", a.org, a.since, a.json))
 
+    _access_commands(commands)
+
     db = commands.add_parser("db", help="the ledger database")
     db_actions = db.add_subparsers(required=True, metavar="ACTION")
     upgrade = db_actions.add_parser("upgrade", help="apply pending schema migrations")
     upgrade.set_defaults(run=lambda a: _async("db", "upgrade"))
+
+
+def _access_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="flexroute keys for organisations (gateway mode)")
+    key_actions = keys.add_subparsers(required=True, metavar="ACTION")
+    create = key_actions.add_parser("create", help="print a new key once (only a hash is kept)")
+    create.add_argument("--org", required=True)
+    create.add_argument("--tier", default="free", choices=["free", "elevated", "paid"])
+    create.set_defaults(run=lambda a: _async("keys", "create", a.org, a.tier))
+    listing = key_actions.add_parser("list", help="key ids, orgs, tiers; never the keys")
+    listing.add_argument("--org")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=lambda a: _async("keys", "list_", a.org, a.json))
+    revoke = key_actions.add_parser("revoke", help="stop accepting a key")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(run=lambda a: _async("keys", "revoke", a.key_id))
+
+    providers = commands.add_parser("providers", help="organisations' own provider keys")
+    provider_actions = providers.add_subparsers(required=True, metavar="ACTION")
+    put = provider_actions.add_parser("set", help="store a provider key read from stdin")
+    put.add_argument("org")
+    put.add_argument("provider", choices=["openai", "gemini", "anthropic"])
+    put.set_defaults(run=lambda a: _async("providers", "set_", a.org, a.provider))
+    show = provider_actions.add_parser("list", help="providers and fingerprints of an org")
+    show.add_argument("org")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=lambda a: _async("providers", "list_", a.org, a.json))
+    rotate = provider_actions.add_parser("rotate", help="re-seal with FLEXROUTE_SECRET_KEY")
+    rotate.set_defaults(run=lambda a: _async("providers", "rotate"))
 
 
 def _async(module: str, name: str, *args: object) -> int:
@@ -104,22 +135,55 @@ def _is_loopback(host: str) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import anyio
     import uvicorn
 
     from flexroute.config import Settings
+    from flexroute.ledger import open_store
     from flexroute.proxy import create_app
 
-    if not _is_loopback(args.host):
-        raise ConfigError(
-            f"refusing to listen on {args.host}: sidecar mode serves with the server's own "
-            "provider keys and has no flexroute keys to check callers, so it binds to loopback "
-            "only. Use --host 127.0.0.1 (gateway mode with flexroute keys is not built yet)."
-        )
     settings = Settings()
+
+    async def gateway_mode() -> bool:
+        store = open_store(settings.database_url)
+        try:
+            return await store.has_keys()
+        finally:
+            await store.aclose()
+
+    gateway = anyio.run(gateway_mode)
+    if not gateway and not _is_loopback(args.host):
+        raise ConfigError(
+            f"refusing to listen on {args.host}: there are no flexroute keys in "
+            f"{settings.database_url}, so this would be a sidecar serving the server's own "
+            "provider keys to anyone who can reach it. Use --host 127.0.0.1, or create keys "
+            "first (`flexroute keys create --org ORG`) to run in gateway mode."
+        )
+    if gateway and settings.secret_key is None:
+        raise ConfigError(
+            "gateway mode (flexroute keys exist) needs FLEXROUTE_SECRET_KEY to open the stored "
+            "provider keys"
+        )
     app = create_app(settings)
-    print(f"flexroute proxy on http://{args.host}:{args.port} (ledger: {settings.database_url})")
+    mode = "gateway" if gateway else "sidecar"
+    limits = "redis" if settings.redis_url else "in-process"
+    print(
+        f"flexroute proxy ({mode} mode, {limits} rate limits) on http://{args.host}:{args.port} "
+        f"(ledger: {_redacted(settings.database_url)})",
+        flush=True,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
+
+
+def _redacted(url: str) -> str:
+    """A database URL without its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def _emulate(args: argparse.Namespace) -> int:

@@ -10,6 +10,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flexroute.duration import parse_start_within
 
+DEFAULT_RATE_LIMITS = {"free": 10, "elevated": 60, "paid": 300}
+DEFAULT_TIER_THRESHOLDS = {"elevated": Decimal(20), "paid": Decimal(500)}
+
 
 def default_database_url() -> str:
     """The embedded SQLite ledger: ``$XDG_DATA_HOME/flexroute/ledger.sqlite3``."""
@@ -35,6 +38,15 @@ class Settings(BaseSettings):
     database_url: str = Field(default_factory=default_database_url)
     redis_url: str | None = None
     secret_key: SecretStr | None = None
+    secret_key_previous: SecretStr | None = None  # comma-separated old secrets, for rotation
+    admin_key: SecretStr | None = None  # gateway mode: Bearer credential for GET /metrics
+    # Gateway rate limits: requests per minute per flexroute key, by tier.
+    rate_limits: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    # Lifetime paid spend (USD, invoices paid) that raises an organisation's keys to a tier.
+    tier_thresholds: dict[str, Decimal] = Field(
+        default_factory=lambda: dict(DEFAULT_TIER_THRESHOLDS)
+    )
+    redis_prefix: str = "flexroute:"
     fee_rate: Decimal = Decimal("0.20")
     default_start_within: float | None = None
     payment_processor: str = "manual"
@@ -56,6 +68,28 @@ class Settings(BaseSettings):
         if value is None or value == "":
             return None
         return parse_start_within(value, field="FLEXROUTE_DEFAULT_START_WITHIN")
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _fill_rate_limits(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = set(value) - set(DEFAULT_RATE_LIMITS)
+        if unknown or any(limit < 0 for limit in value.values()):
+            raise ValueError(
+                "FLEXROUTE_RATE_LIMITS is JSON like "
+                '{"free": 10, "elevated": 60, "paid": 300} with non-negative limits; '
+                f"got {value}"
+            )
+        return {**DEFAULT_RATE_LIMITS, **value}
+
+    @field_validator("tier_thresholds")
+    @classmethod
+    def _fill_thresholds(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        if set(value) - {"elevated", "paid"}:
+            raise ValueError(
+                'FLEXROUTE_TIER_THRESHOLDS is JSON like {"elevated": "20", "paid": "500"}; '
+                f"got {value}"
+            )
+        return {**DEFAULT_TIER_THRESHOLDS, **value}
 
     @field_validator("fee_rate")
     @classmethod

@@ -15,6 +15,11 @@ class Metrics:
         self.fee: dict[str, Decimal] = {}
         self.flex_wait_ms_sum = 0
         self.flex_wait_count = 0
+        self.events: Counter[str] = Counter()
+
+    def count(self, event: str) -> None:
+        """One more of a gateway event (see ``EVENTS``)."""
+        self.events[event] += 1
 
     def observe(self, record: LedgerRecord) -> None:
         self.requests[(record.provider, record.route, record.status)] += 1
@@ -44,4 +49,15 @@ class Metrics:
             f"flexroute_flex_wait_ms_sum {self.flex_wait_ms_sum}",
             f"flexroute_flex_wait_ms_count {self.flex_wait_count}",
         ]
+        for event, help_text in EVENTS.items():
+            name = f"flexroute_{event}_total"
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+            lines.append(f"{name} {self.events[event]}")
         return "\n".join(lines) + "\n"
+
+
+EVENTS = {
+    "unauthorized": "Requests refused for a missing, unknown or revoked flexroute key.",
+    "ratelimited": "Requests refused over a flexroute key's rate limit.",
+    "ratelimit_fallback": "Rate-limit checks made in-process because Redis was unreachable.",
+}

@@ -22,8 +22,15 @@ standard at the deadline, fee recorded in the same ledger) by way of an ``httpx2
   call was made in, on the caller's side (the sync client's calling thread), once the ledger
   record is written: at the answer for whole bodies, at the end (or close) of a stream.
   The ``x-flexroute-*`` headers still come through ``with_raw_response``.
-- ``close()`` on the wrapped client (genai: ``close()`` and ``aio.aclose()``) stops the sync
-  transport's thread, the connection pool and the ledger writer.
+- The SDK's read timeout bounds the whole wait for an answer, flex wait included: keep it
+  above ``start_within`` (the SDKs' defaults are minutes). On timeout the SDK raises its usual
+  timeout error, and retries it (on the standard tier) if it is allowed to.
+- Connections: flexroute's own pool (:func:`flexroute.transport.default_upstream`); settings of
+  an ``http_client`` given to the original client are not carried over.
+- ``close()`` on the wrapped client (genai: ``close()`` and ``aio.aclose()``) ends open streams
+  and stops the sync transport's thread, the connection pool and the ledger writer.
+- Refused at wrap time: a bad ``start_within`` (:class:`~flexroute.ConfigError`), an object
+  that is not a supported client or a google-genai client set up for Vertex AI (``TypeError``).
 """
 
 from __future__ import annotations
@@ -61,22 +68,24 @@ SUPPORTED = (
     "openai.OpenAI, openai.AsyncOpenAI, google.genai.Client (or its .aio), "
     "anthropic.Anthropic, anthropic.AsyncAnthropic"
 )
-# (kind, module, class names): looked up in sys.modules, so wrap imports no SDK it need not.
+# (provider, async?, module, class): looked up in sys.modules, so wrap imports no SDK it need not.
 _KINDS = (
-    ("openai", "openai", ("OpenAI",)),
-    ("openai-async", "openai", ("AsyncOpenAI",)),
-    ("anthropic", "anthropic", ("Anthropic",)),
-    ("anthropic-async", "anthropic", ("AsyncAnthropic",)),
-    ("genai", "google.genai.client", ("Client",)),
-    ("genai-aio", "google.genai.client", ("AsyncClient",)),
+    ("openai", False, "openai", "OpenAI"),
+    ("openai", True, "openai", "AsyncOpenAI"),
+    ("anthropic", False, "anthropic", "Anthropic"),
+    ("anthropic", True, "anthropic", "AsyncAnthropic"),
+    ("gemini", False, "google.genai.client", "Client"),
+    ("gemini", True, "google.genai.client", "AsyncClient"),  # a Client's .aio
 )
 _captures: ContextVar[tuple[list[Outcome], ...]] = ContextVar("flexroute_captures", default=())
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One call's outcome, from its ledger record. Money is ``Decimal`` USD; ``cost`` and
-    ``standard_cost`` are None for an unpriced model or an answer without usage."""
+    """One call's outcome, from its ledger record: every call that reached a provider has one
+    (a call flexroute refused itself, such as a bad ``start_within``, has none). Money is
+    ``Decimal`` USD; ``cost`` and ``standard_cost`` are None for an unpriced model or an answer
+    without usage."""
 
     request_id: str
     provider: str
@@ -146,6 +155,7 @@ def wrap(
     kind = _kind(client)
     if kind is None:
         raise TypeError(f"flexroute.wrap supports {SUPPORTED}; got {type(client).__qualname__}")
+    provider, is_async = kind
     budget = _budget(start_within)
     listener = _listener(on_outcome)
     base = settings or Settings()
@@ -154,26 +164,25 @@ def wrap(
         configured, prefix = upstream_settings(base, provider, base_url)
         return FlexOptions(configured, provider, prefix, budget, listener)
 
-    wrapped: Any
-    anyclient: Any = client
-    if kind in ("openai", "anthropic"):
-        transport = FlexTransport(options(kind, str(anyclient.base_url)))
-        wrapped = anyclient.copy(http_client=httpx2.Client(transport=transport))
-    elif kind in ("openai-async", "anthropic-async"):
-        async_transport = FlexAsyncTransport(options(kind.split("-")[0], str(anyclient.base_url)))
-        wrapped = anyclient.copy(http_client=httpx2.AsyncClient(transport=async_transport))
-    elif kind == "genai":
-        wrapped = _wrap_genai(anyclient._api_client, options)
-    else:
-        wrapped = _wrap_genai(anyclient._api_client, options).aio
-    return cast(_C, wrapped)
+    vendor: Any = client
+    if provider == "gemini":
+        rebuilt = _wrap_genai(vendor._api_client, options)
+        return cast(_C, rebuilt.aio if is_async else rebuilt)
+    flex = options(provider, str(vendor.base_url))
+    # follow_redirects as the SDKs' own default clients do.
+    http: httpx2.Client | httpx2.AsyncClient = (
+        httpx2.AsyncClient(transport=FlexAsyncTransport(flex), follow_redirects=True)
+        if is_async
+        else httpx2.Client(transport=FlexTransport(flex), follow_redirects=True)
+    )
+    return cast(_C, vendor.copy(http_client=http))
 
 
-def _kind(client: object) -> str | None:
-    for kind, module, names in _KINDS:
+def _kind(client: object) -> tuple[str, bool] | None:
+    for provider, is_async, module, name in _KINDS:
         loaded = sys.modules.get(module)
-        if loaded is not None and isinstance(client, tuple(getattr(loaded, n) for n in names)):
-            return kind
+        if loaded is not None and isinstance(client, getattr(loaded, name)):
+            return provider, is_async
     return None
 
 

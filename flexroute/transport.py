@@ -7,11 +7,13 @@ runs :meth:`Engine.handle <flexroute.engine.Engine.handle>` and hands back an
 always does. Routing, pricing, the ledger and the ``x-flexroute-*`` headers are the engine's.
 
 Where requests go: the path and query of the SDK's URL, after the client's own base-URL prefix
-(:func:`upstream_settings`), are appended to the provider's upstream base URL.
+(:func:`upstream_settings`), are appended to the provider's upstream base URL, over the
+engine's own connection pool (:func:`default_upstream`): settings of an ``http_client`` the
+user gave the SDK (certificates, mounts) are not carried over.
 
 Sync clients run the engine on one event-loop thread owned by the transport (an anyio blocking
-portal), started at the first request and stopped by :meth:`FlexTransport.close`; a streamed
-body is pulled through the portal chunk by chunk.
+portal, on uvloop where installed), started at the first request and stopped by
+:meth:`FlexTransport.close`; a streamed body is pulled through the portal chunk by chunk.
 
 The SDK's request timeout (``read``) bounds the wait for the answer's headers, flex wait
 included, and then each chunk; it raises ``httpx2.ReadTimeout`` like a socket would.
@@ -20,9 +22,11 @@ An SDK retry (``x-stainless-retry-count`` above 0) skips flex: the first try spe
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 import threading
+import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -37,15 +41,24 @@ from flexroute.dialects import error_dialect
 from flexroute.engine import Call, Engine, Reply, new_request_id
 from flexroute.errors import RequestRejected
 from flexroute.ledger import LedgerRecord, open_store
-from flexroute.upstream import Httpx2Upstream
+from flexroute.upstream import AiohttpUpstream, Httpx2Upstream, Upstream
 
-__all__ = ["FlexAsyncTransport", "FlexOptions", "FlexTransport", "Listener", "upstream_settings"]
+__all__ = [
+    "FlexAsyncTransport",
+    "FlexOptions",
+    "FlexTransport",
+    "Listener",
+    "default_upstream",
+    "upstream_settings",
+]
 
 log = logging.getLogger("flexroute.sdk")
 
 # Called with a call's ledger record once it is written.
 Listener = Callable[[LedgerRecord], None]
 _API_VERSION = re.compile(r"/v\d+(?:(?:alpha|beta)\d*)?$")
+# uvloop (with uvicorn[standard]) cuts the sync client's thread hop: ~0.25 ms a call.
+_HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 
 def upstream_settings(settings: Settings, provider: str, base_url: str) -> tuple[Settings, str]:
@@ -66,6 +79,13 @@ def upstream_settings(settings: Settings, provider: str, base_url: str) -> tuple
     return settings.model_copy(update={field_name: upstream}), prefix
 
 
+def default_upstream() -> Upstream:
+    """aiohttp, which adds about 0.7 ms less per call than httpx2 (benchmarks/sdk_overhead.py),
+    unless the environment names an HTTP proxy: httpx2 honours ``HTTPS_PROXY``/``NO_PROXY`` as
+    the SDKs' own clients do, aiohttp does not."""
+    return Httpx2Upstream() if urllib.request.getproxies() else AiohttpUpstream()
+
+
 @dataclass(frozen=True, slots=True)
 class FlexOptions:
     """What a transport needs: where to send, the client's budget and who hears outcomes."""
@@ -77,6 +97,7 @@ class FlexOptions:
     # Called in the caller's context when a request starts; returns who hears its record.
     listener: Callable[[], Listener | None] = lambda: None
     catalog: Catalog | None = None
+    upstream: Callable[[], Upstream] = default_upstream  # called on the engine's loop
 
 
 @dataclass(slots=True)
@@ -109,7 +130,9 @@ class _Core:
         headers = [
             (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers.raw
         ]
-        call = Call(
+        # openai and anthropic number their retries; a retry must not spend a new flex budget.
+        retries = next((v for k, v in headers if k == "x-stainless-retry-count"), "0")
+        return Call(
             method=request.method,
             path=path,
             query=request.url.query.decode("latin-1"),
@@ -117,17 +140,15 @@ class _Core:
             body=body,
             request_id=request_id,
             default_start_within=self.options.start_within,
+            standard_only=retries != "0",
         )
-        retries = call.header("x-stainless-retry-count")
-        call.standard_only = retries is not None and retries != "0"
-        return call
 
     def engine(self) -> Engine:
         options = self.options
         return Engine(
             options.settings,
             options.catalog or default_catalog(),
-            Httpx2Upstream(),
+            options.upstream(),
             open_store(options.settings.database_url),
             on_record=self._on_record,
         )
@@ -179,11 +200,15 @@ async def _next_chunk(stream: AsyncGenerator[bytes, None], wait: float | None) -
 
 
 class FlexAsyncTransport(httpx2.AsyncBaseTransport):
-    """For async SDK clients: the engine runs in the caller's task, on the caller's loop."""
+    """For async SDK clients: the engine runs in the caller's task, on the caller's loop.
+
+    ``aclose()`` ends open streams and closes the upstream pool and the ledger.
+    """
 
     def __init__(self, options: FlexOptions) -> None:
         self._core = _Core(options)
         self._engine: Engine | None = None
+        self._streams: set[_AsyncReplyStream] = set()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         body = await request.aread()
@@ -203,10 +228,13 @@ class FlexAsyncTransport(httpx2.AsyncBaseTransport):
         if reply.stream is None:
             self._core.finish(request_id)
             return httpx2.Response(reply.status, headers=reply.headers, content=reply.body)
-        stream = _AsyncReplyStream(self._core, request_id, reply.stream, request, timeout)
+        stream = _AsyncReplyStream(self, request_id, reply.stream, request, timeout)
+        self._streams.add(stream)
         return httpx2.Response(reply.status, headers=reply.headers, stream=stream)
 
     async def aclose(self) -> None:
+        for stream in list(self._streams):
+            await stream.aclose()
         engine, self._engine = self._engine, None
         if engine is not None:
             await _close_engine(engine)
@@ -215,14 +243,15 @@ class FlexAsyncTransport(httpx2.AsyncBaseTransport):
 class _AsyncReplyStream(httpx2.AsyncByteStream):
     def __init__(
         self,
-        core: _Core,
+        transport: FlexAsyncTransport,
         request_id: str,
         stream: AsyncGenerator[bytes, None],
         request: httpx2.Request,
         timeout: float | None,
     ) -> None:
-        self._core, self._id, self._stream = core, request_id, stream
+        self._transport, self._id, self._stream = transport, request_id, stream
         self._request, self._timeout = request, timeout
+        self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:
@@ -233,11 +262,17 @@ class _AsyncReplyStream(httpx2.AsyncByteStream):
             if chunk is None:
                 break
             yield chunk
-        self._core.finish(self._id)
+        self._transport._core.finish(self._id)
 
     async def aclose(self) -> None:
-        await self._stream.aclose()
-        self._core.finish(self._id)
+        if self._closed:
+            return
+        self._closed = True
+        self._transport._streams.discard(self)
+        try:
+            await self._stream.aclose()
+        finally:
+            self._transport._core.finish(self._id)
 
 
 # -- sync clients ---------------------------------------------------------------------------
@@ -265,9 +300,10 @@ class FlexTransport(httpx2.BaseTransport):
                 raise RuntimeError("this flexroute transport is closed")
             if self._portal is None:
                 stack = ExitStack()
-                self._portal = stack.enter_context(
-                    anyio.from_thread.start_blocking_portal(name="flexroute-sdk")
+                portal = anyio.from_thread.start_blocking_portal(
+                    name="flexroute-sdk", backend_options={"use_uvloop": _HAS_UVLOOP}
                 )
+                self._portal = stack.enter_context(portal)
                 self._stack = stack
             return self._portal
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import anyio
 import openai
 import pytest
@@ -71,9 +72,10 @@ class Model:
             if (org, month) in self.invoices:
                 continue
             due = [
-                i for i, (o, m, _) in enumerate(self.fees)
+                i
+                for i, (o, m, _) in enumerate(self.fees)
                 if o == org and m <= month and i not in self.charged
-            ]  # fmt: skip
+            ]
             amount = sum(self.fees[i][2] for i in due)
             if amount > 0 and amount >= THRESHOLD * 10**12:
                 self.charged.update(due)
@@ -200,6 +202,33 @@ class TestPaymentRequired:
         assert flex_chat(client, service_tier="priority").service_tier == "priority"
         assert flex_chat(client, model="my-finetune-x", extra_body={"start_within": "5s"})
 
+    def test_gemini_flex_gets_402_and_claude_keeps_working(self, billing_proxy: Proxy) -> None:
+        """google-genai raises its ClientError with the 402 message; Claude is never billable."""
+        from google import genai
+        from google.genai import errors as genai_errors
+        from google.genai import types
+
+        anyio.run(_past_due, billing_proxy.settings.database_url)
+        gemini = genai.Client(
+            api_key="k",
+            http_options=types.HttpOptions(base_url=billing_proxy.url, api_version="v1beta"),
+        )
+        config = types.GenerateContentConfig(
+            http_options=types.HttpOptions(headers={"x-flex-start-within": "5s"})
+        )
+        with pytest.raises(genai_errors.ClientError) as raised:
+            gemini.models.generate_content(model="gemini-2.5-flash", contents="hi", config=config)
+        assert raised.value.code == 402
+        assert "Billable flex requests are paused" in str(raised.value)
+        claude = anthropic.Anthropic(api_key="k", base_url=billing_proxy.url, max_retries=0)
+        message = claude.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=16,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_body={"start_within": "5s"},
+        )
+        assert message.content
+
     def test_mark_paid_lifts_past_due_at_once(self, billing_proxy: Proxy) -> None:
         """`flexroute billing mark-paid` in another process lets the next flex request through."""
         url = billing_proxy.settings.database_url
@@ -271,7 +300,13 @@ class TestUsageViews:
         assert json.loads(out.stdout) == served
         table = subprocess.run(cli, env=env, capture_output=True, check=True, text=True)
         assert table.stdout.splitlines()[0].split() == [
-            "day", "model", "route", "requests", "spend_usd", "saving_usd", "fee_usd"
-        ]  # fmt: skip
+            "day",
+            "model",
+            "route",
+            "requests",
+            "spend_usd",
+            "saving_usd",
+            "fee_usd",
+        ]
         filtered = billing_proxy.get("/flexroute/v1/usage?org=nobody")
         assert filtered == {"data": []}

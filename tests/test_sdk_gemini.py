@@ -266,6 +266,22 @@ class TestOutcomesAndClients:
         client.close()
         assert new_threads(before) == set()
 
+    def test_wrapping_aio_alone_gives_an_aio_client(
+        self, settings: Settings, emulator: Any
+    ) -> None:
+        """wrap(client.aio) returns a wrapped google.genai AsyncClient."""
+        aio = wrap(bare(emulator).aio, start_within="2s", settings=settings)
+        assert type(aio) is type(bare(emulator).aio)
+
+        async def main() -> str:
+            response = await aio.models.generate_content(
+                model=MODEL, contents="hi", config=config("flex_queue=0.01")
+            )
+            await aio.aclose()
+            return headers_of(response)["x-flexroute-route"]
+
+        assert anyio.run(main) == "flex"
+
     def test_sync_client_works_from_a_running_loops_worker_thread(
         self, settings: Settings, emulator: Any
     ) -> None:

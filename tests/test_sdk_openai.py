@@ -463,6 +463,27 @@ class TestClients:
         assert wait_for_threads(before) == set()
         assert [o.status for o in outcomes] == ["ok", "client_closed"]
 
+    def test_async_close_ends_abandoned_streams(self, settings: Settings, emulator: Any) -> None:
+        """close() on an async client closes a stream left half-read; the ledger says so."""
+
+        async def main() -> list[Outcome]:
+            client = wrap(bare_async(emulator), settings=settings)
+            with capture() as outcomes:
+                stream = await client.chat.completions.create(
+                    model=MODEL,
+                    messages=MESSAGES,
+                    stream=True,
+                    extra_headers={"x-emulator": "tokens=50;token_interval=0.05"},
+                )
+                await stream.__anext__()
+            await client.close()
+            return outcomes
+
+        [outcome] = anyio.run(main)
+        assert outcome.status == "client_closed"
+        [attempt] = emulator.log()
+        assert attempt["closed_early"]
+
     def test_sync_client_works_from_a_running_loops_worker_thread(
         self, client: openai.OpenAI
     ) -> None:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from flexroute.errors import ConfigError
+from flexroute.ledger.keys import ApiKey, SealedProviderKey
 from flexroute.money import format_usd
 from flexroute.usage import Usage
 
@@ -211,6 +212,26 @@ class Store(Protocol):
         self, org_id: str | None = None, since: dt.datetime | None = None
     ) -> list[UsageRow]:
         """Totals by day (UTC), model and route, optionally for one org and from ``since``."""
+
+    async def create_key(self, key: ApiKey, key_hash: str) -> None:
+        """Store a new flexroute key by its hash (see :mod:`flexroute.ledger.keys`)."""
+
+    async def key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+
+    async def keys(self, org_id: str | None = None) -> list[ApiKey]: ...
+
+    async def revoke_key(self, key_id: str) -> bool:
+        """Mark a key revoked; False if there is no such key."""
+
+    async def has_keys(self) -> bool:
+        """Whether any flexroute key (revoked or not) exists: the gateway-mode switch."""
+
+    async def set_provider_key(self, key: SealedProviderKey) -> None:
+        """Store (or replace) an organisation's sealed provider key."""
+
+    async def provider_keys(self, org_id: str | None = None) -> list[SealedProviderKey]: ...
+
+    async def provider_key(self, org_id: str, provider: str) -> SealedProviderKey | None: ...
 
     async def aclose(self) -> None: ...
 

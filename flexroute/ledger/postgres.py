@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from flexroute.errors import LedgerError
 from flexroute.ledger import _sql as q
+from flexroute.ledger import keys as k
 from flexroute.ledger._rows import COLUMNS, from_row, to_row
 from flexroute.ledger._sqlite_billing import (
     BelowThreshold,
@@ -91,6 +92,25 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TIMESTAMPTZ NOT NULL,
         updated_at TIMESTAMPTZ NOT NULL,
         UNIQUE (org_id, period)
+    )
+    """,
+    """
+    CREATE TABLE api_keys (
+        key_id TEXT PRIMARY KEY,
+        org_id TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        tier TEXT NOT NULL,
+        revoked BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX api_keys_org ON api_keys (org_id);
+    CREATE TABLE provider_keys (
+        org_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        sealed TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (org_id, provider)
     )
     """,
 )
@@ -240,6 +260,47 @@ class PostgresStore:
         async with self._conn() as conn:
             rows = await (await conn.execute(sql, params)).fetchall()
         return usage_rows(rows)
+
+    # -- gateway access (flexroute.ledger.keys) --------------------------------------------
+
+    async def create_key(self, key: k.ApiKey, key_hash: str) -> None:
+        row = (key.key_id, key.org_id, key_hash, key.tier, key.revoked, key.created_at)
+        async with self._conn() as conn:
+            await conn.execute(q.pg(k.INSERT_KEY), row)
+
+    async def key_by_hash(self, key_hash: str) -> k.ApiKey | None:
+        row = await self._one(q.pg(k.KEY_BY_HASH), (key_hash,))
+        return None if row is None else k.key_from_row(row)
+
+    async def keys(self, org_id: str | None = None) -> list[k.ApiKey]:
+        sql, args = (k.KEYS_ALL, ()) if org_id is None else (k.KEYS_OF, (org_id,))
+        return [k.key_from_row(r) for r in await self._all(q.pg(sql), args)]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        async with self._conn() as conn:
+            cur = await conn.execute(q.pg(k.REVOKE_KEY), (True, key_id))
+            return cur.rowcount == 1
+
+    async def has_keys(self) -> bool:
+        return await self._one(k.ANY_KEY, ()) is not None
+
+    async def set_provider_key(self, key: k.SealedProviderKey) -> None:
+        row = (key.org_id, key.provider, key.sealed, key.fingerprint, key.updated_at)
+        async with self._conn() as conn:
+            await conn.execute(q.pg(k.UPSERT_PROVIDER_KEY), row)
+
+    async def provider_keys(self, org_id: str | None = None) -> list[k.SealedProviderKey]:
+        sql = k.PROVIDER_KEYS_ALL if org_id is None else k.PROVIDER_KEYS_OF
+        args = () if org_id is None else (org_id,)
+        return [k.provider_key_from_row(r) for r in await self._all(q.pg(sql), args)]
+
+    async def provider_key(self, org_id: str, provider: str) -> k.SealedProviderKey | None:
+        row = await self._one(q.pg(k.PROVIDER_KEY), (org_id, provider))
+        return None if row is None else k.provider_key_from_row(row)
+
+    async def _all(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self._conn() as conn:
+            return await (await conn.execute(sql, params)).fetchall()
 
     async def aclose(self) -> None:
         await self._pool.close()

@@ -30,6 +30,7 @@ import anyio.to_thread
 from flexroute.errors import LedgerError
 from flexroute.ledger import _sql as q
 from flexroute.ledger import _sqlite_billing as billing
+from flexroute.ledger import keys as k
 from flexroute.ledger._rows import COLUMNS as _COLUMNS
 from flexroute.ledger._rows import from_row as _from_row
 from flexroute.ledger._rows import to_row as _to_row
@@ -88,6 +89,25 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL,
         UNIQUE (org_id, period)
+    ) STRICT;
+    """,
+    """
+    CREATE TABLE api_keys (
+        key_id TEXT PRIMARY KEY,
+        org_id TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        tier TEXT NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX api_keys_org ON api_keys (org_id);
+    CREATE TABLE provider_keys (
+        org_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        sealed TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (org_id, provider)
     ) STRICT;
     """,
 )
@@ -222,6 +242,42 @@ class SQLiteStore:
         self, org_id: str | None = None, since: dt.datetime | None = None
     ) -> list[UsageRow]:
         return await self._read(billing.usage, org_id, since)
+
+    # -- gateway access (flexroute.ledger.keys) --------------------------------------------
+
+    async def create_key(self, key: k.ApiKey, key_hash: str) -> None:
+        row = (key.key_id, key.org_id, key_hash, key.tier, key.revoked, key.created_at.isoformat())
+        await self._write(lambda db: db.execute(k.INSERT_KEY, row))
+
+    async def key_by_hash(self, key_hash: str) -> k.ApiKey | None:
+        row = await self._read(lambda db: db.execute(k.KEY_BY_HASH, (key_hash,)).fetchone())
+        return None if row is None else k.key_from_row(row)
+
+    async def keys(self, org_id: str | None = None) -> list[k.ApiKey]:
+        sql, args = (k.KEYS_ALL, ()) if org_id is None else (k.KEYS_OF, (org_id,))
+        return await self._read(lambda db: [k.key_from_row(r) for r in db.execute(sql, args)])
+
+    async def revoke_key(self, key_id: str) -> bool:
+        done = await self._write(lambda db: db.execute(k.REVOKE_KEY, (True, key_id)).rowcount)
+        return done == 1
+
+    async def has_keys(self) -> bool:
+        return await self._read(lambda db: db.execute(k.ANY_KEY).fetchone() is not None)
+
+    async def set_provider_key(self, key: k.SealedProviderKey) -> None:
+        row = (key.org_id, key.provider, key.sealed, key.fingerprint, key.updated_at.isoformat())
+        await self._write(lambda db: db.execute(k.UPSERT_PROVIDER_KEY, row))
+
+    async def provider_keys(self, org_id: str | None = None) -> list[k.SealedProviderKey]:
+        sql = k.PROVIDER_KEYS_ALL if org_id is None else k.PROVIDER_KEYS_OF
+        args = () if org_id is None else (org_id,)
+        return await self._read(
+            lambda db: [k.provider_key_from_row(r) for r in db.execute(sql, args)]
+        )
+
+    async def provider_key(self, org_id: str, provider: str) -> k.SealedProviderKey | None:
+        row = await self._read(lambda db: db.execute(k.PROVIDER_KEY, (org_id, provider)).fetchone())
+        return None if row is None else k.provider_key_from_row(row)
 
     async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
         def run() -> _T:

@@ -10,10 +10,12 @@ from flexroute.catalog import Catalog, default_catalog
 from flexroute.config import Settings
 from flexroute.engine import Engine
 from flexroute.ledger import Store, open_store
+from flexroute.limits import Limiter, limiter_for
 from flexroute.metrics import Metrics
 from flexroute.proxy.app import ProxyApp
 from flexroute.proxy.auth import SidecarAuth
 from flexroute.proxy.billing import WebhookHandler
+from flexroute.proxy.gateway import Gateway
 from flexroute.upstream import AiohttpUpstream, Upstream
 
 __all__ = ["ProxyApp", "create_app"]
@@ -26,11 +28,16 @@ def create_app(
     store: Store | None = None,
     catalog: Catalog | None = None,
     gate_ttl: float = 2.0,
+    limiter: Limiter | None = None,
+    key_ttl: float = 5.0,
 ) -> ProxyApp:
     """The proxy with its shared resources, closed again at lifespan shutdown.
 
     Billable flex requests pass the billing gate (402 while the org is past-due); its cached
     states live ``gate_ttl`` seconds, and changes made in this process drop them at once.
+    Gateway mode (flexroute keys in the store) caches keys for ``key_ttl`` seconds and limits
+    requests with ``limiter`` (default: Redis if ``FLEXROUTE_REDIS_URL`` is set, else
+    in-process).
     """
     upstream = upstream or AiohttpUpstream()
     store = store or open_store(settings.database_url)
@@ -45,13 +52,23 @@ def create_app(
         gate=gate,
     )
     webhook = _stripe_webhook(settings, store, gate)
+    limiter = limiter or limiter_for(
+        settings, on_fallback=lambda: metrics.count("ratelimit_fallback")
+    )
+    gateway = Gateway(settings, store, limiter, ttl=key_ttl)
 
     async def shutdown() -> None:
         await upstream.aclose()
+        await limiter.aclose()
         await store.aclose()
 
     return ProxyApp(
-        engine, SidecarAuth(settings), metrics, on_shutdown=shutdown, stripe_webhook=webhook
+        engine,
+        SidecarAuth(settings),
+        metrics,
+        gateway,
+        on_shutdown=shutdown,
+        stripe_webhook=webhook,
     )
 
 

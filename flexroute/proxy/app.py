@@ -3,6 +3,11 @@
 Paths under ``/flexroute/v1/`` and ``/metrics`` are flexroute's own; every other path is a
 provider's API: routed by the engine when a dialect knows it, forwarded unchanged otherwise.
 A client that disconnects cancels the request's task group, which closes the upstream call.
+
+In gateway mode (:mod:`flexroute.proxy.gateway`) proxied requests need a flexroute key,
+``/flexroute/v1/requests/{id}`` and ``/flexroute/v1/usage`` show only the caller's
+organisation (another's request id is a 404), and ``/metrics`` needs the admin key
+(``FLEXROUTE_ADMIN_KEY`` as a Bearer token). ``/flexroute/v1/health`` stays open.
 """
 
 from __future__ import annotations
@@ -19,7 +24,15 @@ from flexroute.errors import RequestRejected
 from flexroute.metrics import Metrics
 from flexroute.proxy import billing
 from flexroute.proxy.auth import SidecarAuth
-from flexroute.proxy.http import ClientGone, read_body, request_headers, send_json, send_reply
+from flexroute.proxy.gateway import Access, Caller, Gateway
+from flexroute.proxy.http import (
+    ClientGone,
+    checked_headers,
+    read_body,
+    request_headers,
+    send_json,
+    send_reply,
+)
 from flexroute.proxy.types import Message, Receive, Scope, Send
 
 
@@ -29,12 +42,14 @@ class ProxyApp:
         engine: Engine,
         auth: SidecarAuth,
         metrics: Metrics,
+        gateway: Gateway,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         stripe_webhook: billing.WebhookHandler | None = None,
     ) -> None:
         self.engine = engine
         self.stripe_webhook = stripe_webhook
         self.auth = auth
+        self.gateway = gateway
         self.metrics = metrics
         self._on_shutdown = on_shutdown
 
@@ -54,6 +69,7 @@ class ProxyApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await self.gateway.enabled()  # read the mode once, before the first request
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._on_shutdown is not None:
@@ -62,31 +78,66 @@ class ProxyApp:
                 return
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = request_headers(scope)
         query = scope["query_string"].decode("latin-1")
-        provider = provider_for(scope["path"], {k for k, _ in headers}, query)
+        raw = request_headers(scope)
+        provider = provider_for(scope["path"], {k for k, _ in raw}, query)
+        access: Access | None = None
         try:
+            headers = checked_headers(raw)
             body = await read_body(receive)
+            if await self.gateway.enabled():
+                access = await self._admit(provider, headers, query)
+                headers, query = access.headers, access.query
+            else:
+                headers = self.auth.upstream_headers(provider, headers)
         except ClientGone:
             return
         except RequestRejected as error:
-            await send_reply(send, self.engine.reject(error_dialect(provider), error, "-"))
+            await send_reply(send, self._reject(provider, error, "-"))
             return
         call = Call(
             method=scope["method"],
             path=scope["path"],
             query=query,
-            headers=self.auth.upstream_headers(provider, headers),
+            headers=headers,
             body=body,
         )
+        if access is not None:
+            call.org_id, call.key_id = access.caller.org_id, access.caller.key_id
         async with anyio.create_task_group() as group:
             group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
             try:
                 reply = await self.engine.handle(call, provider)
             except RequestRejected as error:
-                reply = self.engine.reject(error_dialect(provider), error, call.request_id)
+                reply = self._reject(provider, error, call.request_id)
+            if access is not None:
+                reply.headers = access.reply_headers(reply.headers)
             await send_reply(send, reply)
             group.cancel_scope.cancel()
+
+    async def _admit(self, provider: str, headers: list[tuple[str, str]], query: str) -> Access:
+        try:
+            return await self.gateway.admit(provider, headers, query)
+        except RequestRejected as error:
+            self.metrics.count("unauthorized" if error.status == 401 else "ratelimited")
+            raise
+
+    def _reject(self, provider: str, error: RequestRejected, request_id: str) -> Reply:
+        reply = self.engine.reject(error_dialect(provider), error, request_id)
+        if error.status == 429:  # retryable: let the SDK honour Retry-After
+            reply.headers = [(k, v) for k, v in reply.headers if k != "x-should-retry"]
+        return reply
+
+    async def _caller(self, scope: Scope, send: Send) -> tuple[bool, Caller | None]:
+        """Gateway mode: the caller of a ``/flexroute/v1/`` route, or a 401 sent (False)."""
+        if not await self.gateway.enabled():
+            return True, None
+        query = scope["query_string"].decode("latin-1")
+        try:
+            return True, await self.gateway.caller(request_headers(scope), query)
+        except RequestRejected as error:
+            await send_reply(send, self._reject("openai", error, "-"))
+            return False, None
 
     async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -99,22 +150,37 @@ class ProxyApp:
                 send, 200, json.dumps({"status": "ok", "version": __version__}).encode()
             )
         elif path == "/metrics":
-            body = self.metrics.render().encode()
-            await send_reply(
-                send,
-                _reply(200, body, "text/plain; version=0.0.4; charset=utf-8"),
-            )
+            await self._metrics(scope, send)
         elif path == "/flexroute/v1/usage":
-            await billing.usage(self.engine.store, scope, send)
+            ok, caller = await self._caller(scope, send)
+            if ok:
+                org = None if caller is None else caller.org_id
+                await billing.usage(self.engine.store, scope, send, org)
         elif path.startswith("/flexroute/v1/requests/"):
+            ok, caller = await self._caller(scope, send)
+            if not ok:
+                return
             request_id = path.removeprefix("/flexroute/v1/requests/")
             record = await self.engine.store.get(request_id)
-            if record is None:
+            if record is None or (caller is not None and record.org_id != caller.org_id):
                 await _not_found(send, path)
             else:
                 await send_json(send, 200, json.dumps(record.to_json()).encode())
         else:
             await _not_found(send, path)
+
+    async def _metrics(self, scope: Scope, send: Send) -> None:
+        if await self.gateway.enabled() and not self.gateway.is_admin(request_headers(scope)):
+            error = RequestRejected(
+                401,
+                "GET /metrics in gateway mode needs the admin key (FLEXROUTE_ADMIN_KEY) "
+                "as a Bearer token.",
+                code="admin_key_required",
+            )
+            await send_reply(send, self._reject("openai", error, "-"))
+            return
+        body = self.metrics.render().encode()
+        await send_reply(send, _reply(200, body, "text/plain; version=0.0.4; charset=utf-8"))
 
 
 def _reply(status: int, body: bytes, content_type: str) -> Reply:

@@ -1,7 +1,7 @@
 """Sidecar credentials (SPEC §5): the server's provider key if it has one, else the client's.
 
-Gateway mode (organisations and flexroute keys in the database) arrives with the gateway
-work; until then a non-loopback bind is refused (see ``flexroute.cli``).
+Gateway mode (organisations and flexroute keys in the database) is
+:mod:`flexroute.proxy.gateway`; it never uses the server's keys.
 """
 
 from __future__ import annotations
@@ -32,13 +32,19 @@ class SidecarAuth:
         secret = self._keys.get(provider)
         if secret is None:
             return headers
-        key = secret.get_secret_value()
-        names = _KEY_HEADERS[provider]
-        kept = [(k, v) for k, v in headers if k not in names]
-        if provider == "openai":
-            kept.append(("authorization", f"Bearer {key}"))
-        elif provider == "gemini":
-            kept.append(("x-goog-api-key", key))
-        else:
-            kept.append(("x-api-key", key))
-        return kept
+        return with_provider_key(provider, headers, secret.get_secret_value())
+
+
+def with_provider_key(
+    provider: str, headers: list[tuple[str, str]], key: str
+) -> list[tuple[str, str]]:
+    """``headers`` carrying ``key`` where the provider expects it (and no other credential)."""
+    names = _KEY_HEADERS[provider]
+    kept = [(k, v) for k, v in headers if k not in names]
+    if provider == "openai":
+        kept.append(("authorization", f"Bearer {key}"))
+    elif provider == "gemini":
+        kept.append(("x-goog-api-key", key))
+    else:
+        kept.append(("x-api-key", key))
+    return kept

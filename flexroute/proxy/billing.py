@@ -18,10 +18,11 @@ from flexroute.proxy.types import Receive, Scope, Send
 WebhookHandler = Callable[[bytes, str | None], Awaitable[str]]
 
 
-async def usage(store: Store, scope: Scope, send: Send) -> None:
-    """Totals by day, model and route; ``?org=`` and ``?since=`` as in ``flexroute usage``."""
+async def usage(store: Store, scope: Scope, send: Send, org_id: str | None = None) -> None:
+    """Totals by day, model and route; ``?org=`` and ``?since=`` as in ``flexroute usage``.
+    ``org_id`` (gateway mode: the caller's organisation) overrides ``?org=``."""
     query = parse_qs(scope["query_string"].decode("latin-1"))
-    org = query.get("org", [None])[0]
+    org = org_id or query.get("org", [None])[0]
     since_text = query.get("since", [None])[0]
     try:
         since = None if since_text is None else parse_when(since_text, "since")

@@ -7,6 +7,7 @@ from flexroute.errors import RequestRejected
 from flexroute.proxy.types import Receive, Scope, Send
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_HEADER_BYTES = 32 * 1024
 
 
 class ClientGone(Exception):  # noqa: N818 -- a condition, not a failure
@@ -35,6 +36,30 @@ async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
 
 def request_headers(scope: Scope) -> list[tuple[str, str]]:
     return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
+
+
+def checked_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The request's end-to-end headers: 431 over ``MAX_HEADER_BYTES`` in total, 400 for a
+    CR, LF or NUL in a value, and headers the ``Connection`` header names dropped (RFC 9110
+    §7.6.1; the engine drops the standard hop-by-hop ones)."""
+    if sum(len(k) + len(v) + 4 for k, v in headers) > MAX_HEADER_BYTES:
+        raise RequestRejected(
+            431,
+            f"The request headers are larger than {MAX_HEADER_BYTES} bytes in total.",
+            code="headers_too_large",
+        )
+    for name, value in headers:
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise RequestRejected(
+                400,
+                f"The value of request header {name!r} contains a line break or NUL.",
+                code="invalid_header",
+                param=name,
+            )
+    named = {
+        token.strip().lower() for k, v in headers if k == "connection" for token in v.split(",")
+    }
+    return [(k, v) for k, v in headers if k not in named] if named else headers
 
 
 def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:

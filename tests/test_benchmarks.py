@@ -1,0 +1,81 @@
+"""The benchmark harness runs end to end and writes its outputs (never a speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import _report, peers
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.mark.slow
+class TestSmokeRun:
+    def test_smoke_run_writes_json_plots_and_readme_table(self, tmp_path: Path) -> None:
+        """``python -m benchmarks --smoke`` writes every JSON, every plot and the README table."""
+        readme = tmp_path / "README.md"
+        readme.write_text((ROOT / "benchmarks" / "README.md").read_text())
+        results = tmp_path / "results"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks",
+                "--smoke",
+                "--results",
+                str(results),
+                "--readme",
+                str(readme),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        for stem in ("fallback_lag", "overhead", "savings", "memory"):
+            data = json.loads((results / f"{stem}.json").read_text())
+            assert data["machine"]["cores"] >= 1
+            assert "flexroute" in data["machine"]["versions"]
+            assert (results / f"{stem}.png").stat().st_size > 1000
+        assert "LiteLLM: skipped" in done.stdout
+        assert "Goals (reported, not asserted)" in done.stdout
+        text = readme.read_text()
+        table = text.split(_report.BEGIN)[1].split(_report.END)[0]
+        assert "Overhead against peers" in table
+        assert "Savings against an oracle" in table
+
+
+class TestReport:
+    def test_readme_refresh_replaces_only_between_markers(self, tmp_path: Path) -> None:
+        """Refreshing the README keeps its prose and swaps the block between the markers."""
+        readme = tmp_path / "README.md"
+        readme.write_text(f"# Title\n\nprose\n\n{_report.BEGIN}\nold\n{_report.END}\n\ntail\n")
+        _report.refresh_readme(readme, "new table")
+        assert readme.read_text() == (
+            f"# Title\n\nprose\n\n{_report.BEGIN}\nnew table\n{_report.END}\n\ntail\n"
+        )
+
+    def test_readme_without_markers_gets_a_results_section(self, tmp_path: Path) -> None:
+        """A README without markers gains a results section at its end."""
+        readme = tmp_path / "README.md"
+        readme.write_text("# Title\n")
+        _report.refresh_readme(readme, "table")
+        assert readme.read_text().endswith(f"{_report.BEGIN}\ntable\n{_report.END}\n")
+
+
+class TestPeers:
+    def test_missing_litellm_is_reported_not_faked(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without LiteLLM's venv the peer is skipped with a line saying how to install it."""
+        monkeypatch.setenv("FLEXROUTE_BENCH_LITELLM_VENV", str(tmp_path / "absent"))
+        exe, why = peers.litellm_status()
+        assert exe is None
+        assert "--install-litellm" in why
