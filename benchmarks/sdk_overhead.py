@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -157,6 +158,7 @@ def main() -> None:
     machine = {
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpus": os.cpu_count(),
         "openai": openai.__version__,
     }
     RESULTS.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")

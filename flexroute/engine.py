@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import secrets
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 
 import anyio
 
@@ -22,13 +20,12 @@ from flexroute.catalog import Catalog, ModelPrices
 from flexroute.config import Settings
 from flexroute.dialects import Dialect, dialect_for
 from flexroute.dialects.base import MISSING, JSONDict, loads_object
-from flexroute.dialects.sse import SSEDecoder, encode_comment
-from flexroute.errors import CatalogError, RequestRejected, UpstreamConnectError, UpstreamError
-from flexroute.fees import compute_charge
+from flexroute.dialects.sse import SSEDecoder
+from flexroute.errors import RequestRejected, UpstreamConnectError, UpstreamError
 from flexroute.ledger.base import DEFAULT_ORG, LedgerRecord, Store
-from flexroute.money import ZERO, format_usd
-from flexroute.routing.decide import Decision, Route, decide
+from flexroute.routing.decide import Decision, Reason, Route, decide
 from flexroute.routing.flex import AttemptLog, GaveUp, ProviderError, Started, run_flex
+from flexroute.settle import cost_comment, money_headers, price
 from flexroute.upstream import HOP_BY_HOP, Headers, Upstream, UpstreamRequest, UpstreamResponse
 from flexroute.usage import Tier, Usage
 
@@ -36,7 +33,6 @@ from flexroute.usage import Tier, Usage
 _DROP_UPSTREAM = HOP_BY_HOP | {"x-flex-start-within", "accept-encoding"}
 # Response headers never relayed as-is to the client.
 _DROP_DOWNSTREAM = HOP_BY_HOP | {"content-encoding", "date", "server"}
-SDK_RETRY = "sdk-retry"  # the reason when an SDK retry goes to standard (Call.standard_only)
 
 
 # Asked before a billable flex request goes out; a RequestRejected refuses it (SPEC §4: 402).
@@ -98,7 +94,7 @@ class _Context:
     wants_usage: bool
     log: AttemptLog
     route: Route = Route.PASSTHROUGH
-    reason: str | None = None  # a Reason, or SDK_RETRY
+    reason: Reason | None = None
     flex_wait: float | None = None
 
 
@@ -195,7 +191,7 @@ class Engine:
             wants_stream=facts.stream,
             wants_usage=facts.wants_usage,
             log=AttemptLog(call.received_at),
-            reason=SDK_RETRY if retry else None,
+            reason=Reason.SDK_RETRY if retry else None,
         )
 
     # -- routes ---------------------------------------------------------------------------
@@ -333,7 +329,7 @@ class Engine:
                 "upstream_stream_broken",
             )
             return
-        comment = _cost_comment(record) if ctx.dialect.sse_comments else b""
+        comment = cost_comment(record) if ctx.dialect.sse_comments else b""
         yield b"".join(held) + comment
 
     async def _broken_reply(self, ctx: _Context, error: Exception) -> Reply:
@@ -419,21 +415,19 @@ class Engine:
         if record is not None:
             if record.tier_served is not None:
                 out.append(("x-flexroute-tier", record.tier_served))
-            out += _money_headers(record)
+            out += money_headers(record)
         return out
 
     async def _record(
         self, ctx: _Context, usage: Usage | None, tier_served: Tier | None, status: str, http: int
     ) -> LedgerRecord:
-        standard, actual = self._costs(ctx.prices, usage, tier_served)
-        billable = ctx.route is Route.FLEX and tier_served is Tier.FLEX
-        if standard is not None and actual is not None:
-            charge = compute_charge(
-                standard, actual, billable=billable, fee_rate=self.settings.fee_rate
-            )
-            saving, fee = charge.saving, charge.fee
-        else:
-            saving = fee = ZERO
+        priced = price(
+            ctx.prices,
+            usage,
+            tier_served,
+            flex_route=ctx.route is Route.FLEX,
+            fee_rate=self.settings.fee_rate,
+        )
         start_within = ctx.decision.start_within
         record = LedgerRecord(
             request_id=ctx.call.request_id,
@@ -450,10 +444,10 @@ class Engine:
             flex_wait_ms=None if ctx.flex_wait is None else round(ctx.flex_wait * 1000),
             attempts=len(ctx.log.entries),
             usage=usage,
-            standard_cost=standard,
-            actual_cost=actual,
-            saving=saving,
-            fee=fee,
+            standard_cost=priced.standard_cost,
+            actual_cost=priced.actual_cost,
+            saving=priced.saving,
+            fee=priced.fee,
             status=status,
             http_status=http,
             received_at=ctx.call.received_wall,
@@ -464,39 +458,6 @@ class Engine:
         if self.on_record is not None:
             self.on_record(record)
         return record
-
-    @staticmethod
-    def _costs(
-        prices: ModelPrices | None, usage: Usage | None, tier_served: Tier | None
-    ) -> tuple[Decimal | None, Decimal | None]:
-        if prices is None or usage is None:
-            return None, None
-        try:
-            standard = prices.cost(Tier.STANDARD, usage)
-        except CatalogError:
-            return None, None
-        try:
-            actual = prices.cost(tier_served or Tier.STANDARD, usage)
-        except CatalogError:  # the catalog has no price for the tier served
-            actual = None
-        return standard, actual
-
-
-def _money_headers(record: LedgerRecord) -> list[tuple[str, str]]:
-    if record.actual_cost is None or record.standard_cost is None:
-        return []
-    return [
-        ("x-flexroute-cost-usd", format_usd(record.actual_cost)),
-        ("x-flexroute-standard-cost-usd", format_usd(record.standard_cost)),
-        ("x-flexroute-saving-usd", format_usd(record.saving)),
-        ("x-flexroute-fee-usd", format_usd(record.fee)),
-    ]
-
-
-def _cost_comment(record: LedgerRecord) -> bytes:
-    fields = dict(_money_headers(record))
-    fields["x-flexroute-request-id"] = record.request_id
-    return encode_comment("flexroute " + json.dumps(fields, separators=(",", ":")))
 
 
 async def _passthrough_bytes(response: UpstreamResponse) -> AsyncGenerator[bytes, None]:

@@ -20,6 +20,8 @@ import pytest
 import flexroute
 from flexroute import ConfigError, Outcome, Settings, capture, wrap
 from flexroute.ledger import LedgerRecord, open_store
+from flexroute.transport import default_upstream
+from flexroute.upstream import Httpx2Upstream
 
 MODEL = "gpt-5-mini"
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
@@ -183,6 +185,24 @@ class TestFlexServed:
             return [o.route for o in outcomes]
 
         assert anyio.run(main) == ["flex"] * 4
+
+    def test_with_a_proxy_in_the_environment_httpx2_carries_flex(
+        self, settings: Settings, emulator: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With a proxy in the environment the engine uses httpx2, which honours it; flex works."""
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert isinstance(default_upstream(), Httpx2Upstream)
+        with wrap(bare(emulator), start_within="2s", settings=settings) as client:
+            whole = chat(client, "flex_queue=0.05")
+            streamed = list(
+                client.chat.completions.create(
+                    model=MODEL, messages=MESSAGES, stream=True, extra_headers={"x-emulator": ""}
+                )
+            )
+        assert whole.parse().service_tier == "flex"
+        assert whole.headers["x-flexroute-route"] == "flex"
+        assert {c.service_tier for c in streamed} == {"flex"}
 
     def test_a_client_on_the_public_url_uses_the_settings_upstream(
         self, tmp_path: Path, emulator: Any
