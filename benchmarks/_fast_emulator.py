@@ -22,7 +22,7 @@ def main() -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(("127.0.0.1", args.port))
     app = create_app(EmulatorConfig(fast=True, log_limit=1000))
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=75)
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -50,9 +50,9 @@ async def one_level(proxy: str, n: int, budget: float, arrival: str = "burst") -
             async with session.post(
                 f"{proxy}/v1/chat/completions", json=body, headers=headers
             ) as r:
-                await r.read()
+                answer = await r.read()
                 if r.headers.get("x-flexroute-route") != "fallback":
-                    raise RuntimeError(f"expected a fallback, got {r.status} {dict(r.headers)}")
+                    raise RuntimeError(f"expected a fallback, got {r.status}: {answer[:300]!r}")
                 return r.headers["x-flexroute-request-id"]
 
         async def send_at(delay: float) -> str:

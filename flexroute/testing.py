@@ -48,6 +48,7 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", *, timeout: float = 10.0)
         access_log=False,
         lifespan="auto",
         timeout_graceful_shutdown=1,
+        timeout_keep_alive=75,  # as providers' load balancers: pooled clients rarely race a close
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(

@@ -131,7 +131,9 @@ class AiohttpUpstream:
                 timeout=self._timeout,
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                # Idle connections are dropped before providers' typical 60-90 s idle close, so
+                # a pooled connection is rarely reused just as the server closes it.
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session

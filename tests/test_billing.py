@@ -283,6 +283,36 @@ class TestGate:
 
         anyio.run(main)
 
+    def test_a_burst_of_one_orgs_requests_shares_one_state_lookup(self, tmp_path: Path) -> None:
+        """500 concurrent flex requests of one org read its state once, not 500 times."""
+
+        async def main() -> None:
+            store = open_store(f"sqlite:///{tmp_path / 'l.sqlite3'}")
+            reads = 0
+            real_state = store.org_state
+
+            async def counted(org_id: str) -> str:
+                nonlocal reads
+                reads += 1
+                return await real_state(org_id)
+
+            store.org_state = counted  # type: ignore[method-assign]
+            gate = BillingGate(store, ttl=60)
+            call = Call("POST", "/v1/chat/completions", "", [], b"{}", org_id="acme")
+            verdicts: list[object] = []
+
+            async def one() -> None:
+                verdicts.append(await gate(call))
+
+            async with anyio.create_task_group() as group:
+                for _ in range(500):
+                    group.start_soon(one)
+            assert verdicts == [None] * 500
+            assert reads == 1
+            await store.aclose()
+
+        anyio.run(main)
+
 
 class TestUsageViews:
     def test_usage_cli_and_endpoint_agree(self, billing_proxy: Proxy) -> None:

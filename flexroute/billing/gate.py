@@ -28,30 +28,49 @@ _WHAT_FAILED = {
 
 
 class BillingGate:
+    """Per-organisation verdicts, cached for ``ttl`` seconds and fetched once at a time.
+
+    On the request path only the org's state is read (one indexed row); the full
+    :class:`Org` with its sums is read only for a past-due org, to write the 402. Concurrent
+    requests of one org share a single lookup, so a burst does not queue N reads.
+    """
+
     def __init__(
         self, store: Store, *, ttl: float = 2.0, clock: Callable[[], float] = anyio.current_time
     ) -> None:
         self.store = store
         self.ttl = ttl
         self.clock = clock
-        self._cache: dict[str, tuple[float, Org]] = {}
+        self._cache: dict[str, tuple[float, RequestRejected | None]] = {}
+        self._pending: dict[str, anyio.Event] = {}
 
     async def __call__(self, call: Call) -> RequestRejected | None:
-        org = await self._org(call.org_id)
-        return payment_required(org) if org.state == PAST_DUE else None
+        return await self._verdict(call.org_id)
 
     def forget(self, org_id: str) -> None:
         """Drop the cached state: the next request reads it from the store."""
         self._cache.pop(org_id, None)
 
-    async def _org(self, org_id: str) -> Org:
-        now = self.clock()
+    async def _verdict(self, org_id: str) -> RequestRejected | None:
         cached = self._cache.get(org_id)
-        if cached is not None and now - cached[0] < self.ttl:
+        if cached is not None and self.clock() - cached[0] < self.ttl:
             return cached[1]
-        org = await self.store.org(org_id)
-        self._cache[org_id] = (now, org)
-        return org
+        pending = self._pending.get(org_id)
+        if pending is not None:  # another request is fetching this org: share its answer
+            await pending.wait()
+            shared = self._cache.get(org_id)
+            return shared[1] if shared is not None else await self._verdict(org_id)
+        self._pending[org_id] = event = anyio.Event()
+        try:
+            verdict = None
+            if await self.store.org_state(org_id) == PAST_DUE:
+                org = await self.store.org(org_id)
+                verdict = payment_required(org) if org.state == PAST_DUE else None
+            self._cache[org_id] = (self.clock(), verdict)
+        finally:
+            del self._pending[org_id]
+            event.set()
+        return verdict
 
 
 def payment_required(org: Org) -> RequestRejected:

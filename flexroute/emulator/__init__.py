@@ -32,4 +32,13 @@ def serve(host: str = "127.0.0.1", port: int = 8090, config: EmulatorConfig | No
     """Run the emulator with uvicorn until interrupted (loopback by default)."""
     import uvicorn
 
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    # Providers' load balancers keep idle connections for a minute or more; uvicorn's 5 s
+    # default would make clients race the server's close when reusing pooled connections.
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=75,
+    )

@@ -19,6 +19,7 @@ AMOUNT_DUE_SUM = (
     "WHERE org_id = ? AND status IN ('failed', 'open')"
 )
 ORG_ROW = "SELECT state, reason, card_status, customer_ref FROM orgs WHERE org_id = ?"
+ORG_STATE = "SELECT state FROM orgs WHERE org_id = ?"
 LAST_INVOICE = (
     f"SELECT {INVOICE_COLUMNS} FROM invoices WHERE org_id = ? "  # noqa: S608 -- fixed columns
     "ORDER BY created_at DESC, period DESC LIMIT 1"

@@ -180,6 +180,10 @@ class Store(Protocol):
     async def org(self, org_id: str) -> Org:
         """The organisation's billing state (an unknown org is active with nothing owed)."""
 
+    async def org_state(self, org_id: str) -> str:
+        """Just the billing state (``active`` or ``past_due``): one indexed row, no sums.
+        The gate asks this on the request path; :meth:`org` is for the 402 body and the CLI."""
+
     async def org_ids(self) -> list[str]:
         """Every organisation with billing state or ledger records."""
 

@@ -170,6 +170,11 @@ class PostgresStore:
         row = await self._one(sql, (request_id,))
         return None if row is None else from_row(row)
 
+    async def org_state(self, org_id: str) -> str:
+        async with self._conn() as conn:
+            row = await (await conn.execute(q.pg(q.ORG_STATE), (org_id,))).fetchone()
+        return str(row[0]) if row else ACTIVE
+
     async def org(self, org_id: str) -> Org:
         async with self._conn() as conn:
 

@@ -34,7 +34,7 @@ from flexroute.ledger import keys as k
 from flexroute.ledger._rows import COLUMNS as _COLUMNS
 from flexroute.ledger._rows import from_row as _from_row
 from flexroute.ledger._rows import to_row as _to_row
-from flexroute.ledger.base import Invoice, LedgerRecord, Org, UsageRow
+from flexroute.ledger.base import ACTIVE, Invoice, LedgerRecord, Org, UsageRow
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -205,6 +205,10 @@ class SQLiteStore:
 
     async def org(self, org_id: str) -> Org:
         return await self._read(billing.org, org_id)
+
+    async def org_state(self, org_id: str) -> str:
+        row = await self._read(lambda db: db.execute(q.ORG_STATE, (org_id,)).fetchone())
+        return str(row[0]) if row else ACTIVE
 
     async def org_ids(self) -> list[str]:
         return await self._read(lambda db: sorted(r[0] for r in db.execute(q.ORG_IDS)))
