@@ -165,7 +165,7 @@ class TestAnthropic:
         """With or without start_within: one request, start_within removed, cost recorded, fee 0."""
         extra = {} if start_within is None else {"start_within": start_within}
         raw = claude(proxy).messages.with_raw_response.create(
-            model="claude-sonnet-4-5",
+            model="claude-haiku-4-5",
             max_tokens=64,
             service_tier="standard_only",
             messages=[{"role": "user", "content": "hi"}],
