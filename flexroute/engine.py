@@ -18,7 +18,7 @@ import anyio
 
 from flexroute.catalog import Catalog, ModelPrices
 from flexroute.config import Settings
-from flexroute.dialects import Dialect, dialect_for
+from flexroute.dialects import Dialect, dialect_for, error_dialect
 from flexroute.dialects.base import MISSING, JSONDict, loads_object
 from flexroute.dialects.sse import SSEDecoder
 from flexroute.errors import RequestRejected, UpstreamConnectError, UpstreamError
@@ -353,18 +353,55 @@ class Engine:
         return Reply(status, self._headers(ctx, headers, record), body)
 
     async def _forward(self, call: Call, provider: str) -> Reply:
-        """Any other path of the provider's API: forwarded unchanged, not routed or recorded."""
+        """Any other path of the provider's API: forwarded unchanged (compressed bytes and all)
+        and recorded without usage or fee once the answer has been relayed."""
+        body = loads_object(call.body) if call.body[:1] == b"{" else None
+        model = body.get("model") if body is not None else None
+        dialect = error_dialect(provider)
+        ctx = _Context(
+            call=call,
+            dialect=dialect,
+            body=body or {},
+            model=model if isinstance(model, str) else None,
+            prices=None,
+            decision=Decision(Route.PASSTHROUGH, Reason.NOT_ROUTED),
+            wants_stream=False,
+            wants_usage=False,
+            log=AttemptLog(call.received_at),
+            reason=Reason.NOT_ROUTED,
+        )
         headers = [(k, v) for k, v in call.headers if k not in HOP_BY_HOP]
         url = self._bases[provider] + call.path + (f"?{call.query}" if call.query else "")
+        began = self.clock()
         try:
             response = await self.upstream.send(
                 UpstreamRequest(call.method, url, headers, call.body)
             )
         except UpstreamConnectError as error:
             raise RequestRejected(502, str(error), code="upstream_unreachable") from error
+        ctx.log.add("forward", began, self.clock(), "answered", response.status)
         out = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
-        out.append(("x-flexroute-request-id", call.request_id))
-        return Reply(response.status, out, stream=_passthrough_bytes(response))
+        out += [
+            ("x-flexroute-request-id", call.request_id),
+            ("x-flexroute-route", str(Route.PASSTHROUGH)),
+            ("x-flexroute-reason", str(Reason.NOT_ROUTED)),
+        ]
+        return Reply(response.status, out, stream=self._forward_bytes(ctx, response))
+
+    async def _forward_bytes(
+        self, ctx: _Context, response: UpstreamResponse
+    ) -> AsyncGenerator[bytes, None]:
+        status = "client_closed"
+        try:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+            status = "ok" if response.status < 400 else "error"
+        except UpstreamError:
+            status = "stream_broken"
+        finally:
+            await response.aclose()
+            with anyio.CancelScope(shield=True):
+                await self._record(ctx, None, None, status, response.status)
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -458,11 +495,3 @@ class Engine:
         if self.on_record is not None:
             self.on_record(record)
         return record
-
-
-async def _passthrough_bytes(response: UpstreamResponse) -> AsyncGenerator[bytes, None]:
-    try:
-        async for chunk in response.aiter_bytes():
-            yield chunk
-    finally:
-        await response.aclose()

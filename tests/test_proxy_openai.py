@@ -256,10 +256,20 @@ class TestPassthrough:
         assert json.loads(attempt["raw_body"])["service_tier"] == "default"
         assert "start_within" not in attempt["raw_body"]
 
-    def test_other_paths_are_forwarded(self, proxy: Proxy) -> None:
-        """A base-URL swap breaks nothing: GET /v1/models goes straight through."""
-        models = proxy.client().models.list()
-        assert any(m.id for m in models)
+    def test_other_paths_are_forwarded_and_recorded(self, proxy: Proxy) -> None:
+        """A base-URL swap breaks nothing: GET /v1/models goes straight through, on the ledger."""
+        raw = proxy.client().models.with_raw_response.list()
+        assert any(m.id for m in raw.parse())
+        assert raw.headers["x-flexroute-route"] == "passthrough"
+        assert raw.headers["x-flexroute-reason"] == "not-a-routed-endpoint"
+        record = proxy.record(raw.headers["x-flexroute-request-id"])
+        assert (record["endpoint"], record["status"], record["http_status"]) == (
+            "/v1/models",
+            "ok",
+            200,
+        )
+        assert record["fee_usd"] == "0.000000000"
+        assert record["cost_usd"] is None
 
     def test_passthrough_streams_are_relayed(self, proxy: Proxy) -> None:
         """A default-tier stream arrives whole, with the provider's chunks."""

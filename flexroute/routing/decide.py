@@ -26,6 +26,7 @@ class Reason(enum.StrEnum):
     NOT_STARTED = "flex-not-started-in-time"
     UNAVAILABLE = "flex-unavailable"
     FLEX_ERROR = "flex-error"
+    NOT_ROUTED = "not-a-routed-endpoint"  # another path of the provider's API, forwarded
     SDK_RETRY = "sdk-retry"  # an SDK's own retry goes straight to standard (see flexroute.sdk)
 
 
