@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import anyio
+import httpx2
 import openai
 import pytest
 
@@ -366,6 +367,26 @@ class TestStreamsAndClients:
         [attempt] = emulator.log()
         assert attempt["closed_early"]
         assert attempt["ended_at"] - attempt["arrived_at"] < 1.0
+
+    def test_client_leaving_mid_stream_closes_upstream_and_is_recorded(
+        self, proxy: Proxy, emulator: Any
+    ) -> None:
+        """A client that drops a committed flex stream closes the provider's stream too."""
+        body = {"model": "gpt-5-mini", "messages": MESSAGES, "stream": True, "start_within": "5s"}
+        headers = {"x-emulator": "flex_queue=0.01;tokens=50;token_interval=0.05"}
+        with (
+            httpx2.Client(timeout=5) as http,
+            http.stream(
+                "POST", f"{proxy.url}/v1/chat/completions", json=body, headers=headers
+            ) as response,
+        ):
+            request_id = response.headers["x-flexroute-request-id"]
+            next(response.iter_bytes())
+        anyio.run(anyio.sleep, 0.5)
+        [attempt] = emulator.log()
+        assert attempt["closed_early"]
+        record = proxy.record(request_id)
+        assert (record["route"], record["status"]) == ("flex", "client_closed")
 
 
 class TestOwnEndpoints:
