@@ -35,27 +35,8 @@ def wait_ready(url: str, timeout: float = 20.0) -> None:
 @contextlib.contextmanager
 def process(args: list[str], ready_url: str, env: dict[str, str] | None = None) -> Iterator[int]:
     """Run ``python -m flexroute.cli ARGS``; yields its pid; always terminates it."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flexroute.cli", *args],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        try:
-            wait_ready(ready_url)
-        except OSError:
-            proc.kill()
-            _, err = proc.communicate(timeout=5)
-            raise RuntimeError(f"{args[0]} did not start: {err.decode()[-2000:]}") from None
+    with module_process("flexroute.cli", args, ready_url, env) as proc:
         yield proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ import re
 import threading
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import anyio
@@ -165,6 +165,24 @@ class _Core:
         if pending is not None:
             pending.record = record
 
+    @contextmanager
+    def answering(self, request: httpx2.Request, request_id: str) -> Iterator[None]:
+        """Around getting the engine's reply: a failure still delivers the outcome, and the
+        read timeout surfaces as ``httpx2.ReadTimeout``, as a socket's would."""
+        try:
+            yield
+        except TimeoutError:
+            self.finish(request_id)
+            raise _timed_out(request) from None
+        except BaseException:
+            self.finish(request_id)
+            raise
+
+    def whole(self, request_id: str, reply: Reply) -> httpx2.Response:
+        """A reply with its whole body: the call is over."""
+        self.finish(request_id)
+        return httpx2.Response(reply.status, headers=reply.headers, content=reply.body)
+
     def finish(self, request_id: str) -> None:
         """Deliver the call's outcome, if it has one, on the caller's side of the transport."""
         pending = self.pending.pop(request_id, None)
@@ -217,17 +235,10 @@ class FlexAsyncTransport(httpx2.AsyncBaseTransport):
         if self._engine is None:
             self._engine = self._core.engine()
         timeout = _read_timeout(request)
-        try:
+        with self._core.answering(request, request_id):
             reply = await self._core.handle(self._engine, call, timeout)
-        except TimeoutError:
-            self._core.finish(request_id)
-            raise _timed_out(request) from None
-        except BaseException:
-            self._core.finish(request_id)
-            raise
         if reply.stream is None:
-            self._core.finish(request_id)
-            return httpx2.Response(reply.status, headers=reply.headers, content=reply.body)
+            return self._core.whole(request_id, reply)
         stream = _AsyncReplyStream(self, request_id, reply.stream, request, timeout)
         self._streams.add(stream)
         return httpx2.Response(reply.status, headers=reply.headers, stream=stream)
@@ -320,17 +331,10 @@ class FlexTransport(httpx2.BaseTransport):
         portal = self._get_portal()
         request_id = self._core.start()
         timeout = _read_timeout(request)
-        try:
+        with self._core.answering(request, request_id):
             reply = portal.call(self._handle, request, body, request_id, timeout)
-        except TimeoutError:
-            self._core.finish(request_id)
-            raise _timed_out(request) from None
-        except BaseException:
-            self._core.finish(request_id)
-            raise
         if reply.stream is None:
-            self._core.finish(request_id)
-            return httpx2.Response(reply.status, headers=reply.headers, content=reply.body)
+            return self._core.whole(request_id, reply)
         stream = _SyncReplyStream(self, request_id, reply.stream, request, timeout)
         self._streams.add(stream)
         return httpx2.Response(reply.status, headers=reply.headers, stream=stream)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -136,3 +138,27 @@ def emu(emulator: RunningEmulator) -> RunningEmulator:
 def client(emu: RunningEmulator) -> openai.OpenAI:
     """The real openai SDK pointed straight at the emulator."""
     return openai.OpenAI(api_key="sk-emulator-test", base_url=f"{emu.base_url}/v1", max_retries=0)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, emulator: Any) -> Settings:
+    """For wrapped SDK clients: a fresh ledger, upstream base URLs left at the providers'
+    public defaults (a client's own base URL at the emulator wins)."""
+    emulator.reset()
+    return Settings(database_url=f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+
+
+def attempts(emulator: Any, request_id: str) -> list[dict[str, Any]]:
+    """The emulator's log entries for one flexroute request, in arrival order."""
+    entries = [e for e in emulator.log() if e["client_request_id"] == request_id]
+    return sorted(entries, key=lambda e: e["arrived_at"])
+
+
+def threads_started_since(before: set[threading.Thread], timeout: float = 3.0) -> set[str]:
+    """Names of threads started since ``before`` still alive after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = {t.name for t in threading.enumerate() if t not in before and t.is_alive()}
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.02)

@@ -16,7 +16,7 @@ from google.genai import types
 from flexroute.catalog import default_catalog
 from flexroute.fees import compute_charge
 from flexroute.usage import Tier, Usage
-from tests.conftest import Proxy
+from tests.conftest import Proxy, attempts
 
 MODEL = "gemini-2.5-flash"
 
@@ -40,11 +40,6 @@ def config(
 def headers_of(response: types.GenerateContentResponse) -> dict[str, str]:
     assert response.sdk_http_response is not None
     return dict(response.sdk_http_response.headers or {})
-
-
-def attempts(emulator: Any, request_id: str) -> list[dict[str, Any]]:
-    entries = [e for e in emulator.log() if e["client_request_id"] == request_id]
-    return sorted(entries, key=lambda e: e["arrived_at"])
 
 
 class TestGemini:

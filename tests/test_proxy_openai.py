@@ -14,7 +14,7 @@ import pytest
 from flexroute.catalog import default_catalog
 from flexroute.fees import compute_charge
 from flexroute.usage import Tier, Usage
-from tests.conftest import Proxy
+from tests.conftest import Proxy, attempts
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
 
@@ -26,12 +26,6 @@ def chat(client: openai.OpenAI, emulator: str = "", **kwargs: Any) -> Any:
     return client.chat.completions.with_raw_response.create(
         extra_headers={"x-emulator": emulator}, **kwargs
     )
-
-
-def attempts(emulator: Any, request_id: str) -> list[dict[str, Any]]:
-    """The emulator's log entries for one proxied request, in arrival order."""
-    entries = [e for e in emulator.log() if e["client_request_id"] == request_id]
-    return sorted(entries, key=lambda e: e["arrived_at"])
 
 
 class TestFlexServed:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -14,16 +12,10 @@ import anyio.to_thread
 import pytest
 
 from flexroute import Outcome, Settings, capture, wrap
+from tests.conftest import threads_started_since
 
 MODEL = "claude-haiku-4-5"
 MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-def settings(tmp_path: Path, emulator: Any) -> Settings:
-    """A fresh ledger; upstream base URLs left at the providers' public defaults."""
-    emulator.reset()
-    return Settings(database_url=f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
 
 
 def bare(emulator: Any, **options: Any) -> anthropic.Anthropic:
@@ -35,15 +27,6 @@ def bare_async(emulator: Any) -> anthropic.AsyncAnthropic:
     return anthropic.AsyncAnthropic(
         api_key="sk-ant-test", base_url=emulator.base_url, max_retries=0
     )
-
-
-def new_threads(before: set[threading.Thread], timeout: float = 3.0) -> set[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        extra = {t.name for t in threading.enumerate() if t not in before and t.is_alive()}
-        if not extra or time.monotonic() > deadline:
-            return extra
-        time.sleep(0.02)
 
 
 def assert_passthrough_with_cost(outcome: Outcome) -> None:
@@ -182,9 +165,9 @@ class TestOutcomesAndClients:
         assert type(client) is anthropic.Anthropic
         assert client.max_retries == 4
         client.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES)
-        assert "flexroute-sdk" in new_threads(before, timeout=0)
+        assert "flexroute-sdk" in threads_started_since(before, timeout=0)
         client.close()
-        assert new_threads(before) == set()
+        assert threads_started_since(before) == set()
 
     def test_sync_client_works_from_a_running_loops_worker_thread(
         self, settings: Settings, emulator: Any

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,15 +15,9 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from flexroute import Outcome, Settings, capture, wrap
+from tests.conftest import attempts, threads_started_since
 
 MODEL = "gemini-2.5-flash"
-
-
-@pytest.fixture
-def settings(tmp_path: Path, emulator: Any) -> Settings:
-    """A fresh ledger; upstream base URLs left at the providers' public defaults."""
-    emulator.reset()
-    return Settings(database_url=f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
 
 
 def bare(emulator: Any) -> genai.Client:
@@ -44,20 +36,6 @@ def config(emulator: str, start_within: str | None = None) -> types.GenerateCont
 def headers_of(response: types.GenerateContentResponse) -> dict[str, str]:
     assert response.sdk_http_response is not None
     return dict(response.sdk_http_response.headers or {})
-
-
-def attempts(emulator: Any, request_id: str) -> list[dict[str, Any]]:
-    entries = [e for e in emulator.log() if e["client_request_id"] == request_id]
-    return sorted(entries, key=lambda e: e["arrived_at"])
-
-
-def new_threads(before: set[threading.Thread], timeout: float = 3.0) -> set[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        extra = {t.name for t in threading.enumerate() if t not in before and t.is_alive()}
-        if not extra or time.monotonic() > deadline:
-            return extra
-        time.sleep(0.02)
 
 
 class TestFlexServed:
@@ -262,9 +240,9 @@ class TestOutcomesAndClients:
             await client.aio.aclose()
 
         anyio.run(main)
-        assert "flexroute-sdk" in new_threads(before, timeout=0)
+        assert "flexroute-sdk" in threads_started_since(before, timeout=0)
         client.close()
-        assert new_threads(before) == set()
+        assert threads_started_since(before) == set()
 
     def test_wrapping_aio_alone_gives_an_aio_client(
         self, settings: Settings, emulator: Any

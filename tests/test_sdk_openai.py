@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -22,16 +21,10 @@ from flexroute import ConfigError, Outcome, Settings, capture, wrap
 from flexroute.ledger import LedgerRecord, open_store
 from flexroute.transport import default_upstream
 from flexroute.upstream import Httpx2Upstream
+from tests.conftest import attempts, threads_started_since
 
 MODEL = "gpt-5-mini"
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture
-def settings(tmp_path: Path, emulator: Any) -> Settings:
-    """A fresh ledger; upstream base URLs left at the providers' public defaults."""
-    emulator.reset()
-    return Settings(database_url=f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
 
 
 def bare(emulator: Any, **options: Any) -> openai.OpenAI:
@@ -60,11 +53,6 @@ def chat(client: openai.OpenAI, emulator: str = "", **kwargs: Any) -> Any:
     return client.chat.completions.with_raw_response.create(**kwargs)
 
 
-def attempts(emulator: Any, request_id: str) -> list[dict[str, Any]]:
-    entries = [e for e in emulator.log() if e["client_request_id"] == request_id]
-    return sorted(entries, key=lambda e: e["arrived_at"])
-
-
 def ledger(settings: Settings, request_id: str) -> LedgerRecord | None:
     async def get() -> LedgerRecord | None:
         store = open_store(settings.database_url)
@@ -74,16 +62,6 @@ def ledger(settings: Settings, request_id: str) -> LedgerRecord | None:
             await store.aclose()
 
     return anyio.run(get)
-
-
-def wait_for_threads(before: set[threading.Thread], timeout: float = 3.0) -> set[str]:
-    """Names of threads started since ``before`` still alive after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        extra = {t.name for t in threading.enumerate() if t not in before and t.is_alive()}
-        if not extra or time.monotonic() > deadline:
-            return extra
-        time.sleep(0.02)
 
 
 class TestFlexServed:
@@ -478,9 +456,9 @@ class TestClients:
                 extra_headers={"x-emulator": "tokens=50"},
             )
             next(iter(abandoned))
-        assert wait_for_threads(before, timeout=0) >= {"flexroute-sdk", "flexroute-ledger"}
+        assert threads_started_since(before, timeout=0) >= {"flexroute-sdk", "flexroute-ledger"}
         client.close()
-        assert wait_for_threads(before) == set()
+        assert threads_started_since(before) == set()
         assert [o.status for o in outcomes] == ["ok", "client_closed"]
 
     def test_async_close_ends_abandoned_streams(self, settings: Settings, emulator: Any) -> None:
