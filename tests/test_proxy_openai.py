@@ -301,6 +301,21 @@ class TestBadInput:
         assert needle in caught.value.message
         assert emulator.log() == []
 
+    def test_a_body_that_is_not_json_is_a_400_and_nothing_is_sent(
+        self, proxy: Proxy, emulator: Any
+    ) -> None:
+        """A malformed body gets a clear 400 in OpenAI's error shape; the provider sees nothing."""
+        response = httpx2.post(
+            f"{proxy.url}/v1/chat/completions",
+            content=b'{"model": "gpt-5-mini", "messages": [',
+            headers={"content-type": "application/json", "authorization": "Bearer sk-test"},
+        )
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "invalid_json"
+        assert "not a JSON object" in error["message"]
+        assert emulator.log() == []
+
     def test_header_start_within_is_accepted(self, proxy: Proxy) -> None:
         """The x-flex-start-within header works like the body field."""
         raw = proxy.client().chat.completions.with_raw_response.create(
