@@ -36,6 +36,7 @@ import openai
 import flexroute
 from benchmarks._procs import fast_emulators
 from flexroute import Settings
+from flexroute.providers import OPENAI
 from flexroute.transport import FlexAsyncTransport, FlexOptions, FlexTransport, upstream_settings
 from flexroute.upstream import Httpx2Upstream
 
@@ -67,8 +68,8 @@ def wrapped_client(bare: Any, settings: Settings, flex: bool, upstream: str) -> 
     budget = 30.0 if flex else None
     if upstream == "aiohttp":
         return flexroute.wrap(bare, start_within=budget, settings=settings)
-    configured, prefix = upstream_settings(settings, "openai", str(bare.base_url))
-    options = FlexOptions(configured, "openai", prefix, budget, upstream=Httpx2Upstream)
+    configured, prefix = upstream_settings(settings, OPENAI, str(bare.base_url))
+    options = FlexOptions(configured, OPENAI, prefix, budget, upstream=Httpx2Upstream)
     if isinstance(bare, openai.AsyncOpenAI):
         return bare.copy(http_client=httpx2.AsyncClient(transport=FlexAsyncTransport(options)))
     return bare.copy(http_client=httpx2.Client(transport=FlexTransport(options)))

@@ -32,7 +32,10 @@ class Settings(BaseSettings):
         env_prefix="FLEXROUTE_", extra="ignore", frozen=True, populate_by_name=True
     )
 
-    openai_base_url: str = "https://api.openai.com"
+    # With or without the API version (``…/v1``, ``…/v1beta``, Azure's ``…/openai/v1``): the
+    # request's own path supplies it (flexroute.providers.api_root). Defaults: the forms the
+    # providers' SDKs use.
+    openai_base_url: str = "https://api.openai.com/v1"
     gemini_base_url: str = "https://generativelanguage.googleapis.com"
     anthropic_base_url: str = "https://api.anthropic.com"
     database_url: str = Field(default_factory=default_database_url)

@@ -39,6 +39,10 @@ class RequestRejected(FlexrouteError):  # noqa: N818 -- names what happened to t
     ``code`` is a stable machine-readable string, ``param`` the request field at fault (if any),
     ``message`` a sentence naming the value and the fix. Proxy and SDK wrapper shape it into the
     endpoint's dialect so the client SDK raises its usual exception.
+
+    ``retryable`` becomes ``x-should-retry``: true where a retry is safe and may succeed
+    (nothing billed reached the client: a rate limit, an unreachable or broken upstream),
+    false for a request that would fail the same way again. Default: 429 and 5xx.
     """
 
     def __init__(
@@ -51,8 +55,10 @@ class RequestRejected(FlexrouteError):  # noqa: N818 -- names what happened to t
         error_type: str = "invalid_request_error",
         headers: dict[str, str] | None = None,
         extra: dict[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message)
+        self.retryable = status == 429 or status >= 500 if retryable is None else retryable
         self.status = status
         self.message = message
         self.code = code

@@ -49,6 +49,7 @@ from flexroute.config import Settings
 from flexroute.duration import parse_start_within
 from flexroute.errors import ConfigError, RequestRejected
 from flexroute.ledger import LedgerRecord
+from flexroute.providers import ANTHROPIC, GEMINI, OPENAI, Provider
 from flexroute.transport import (
     FlexAsyncTransport,
     FlexOptions,
@@ -70,12 +71,12 @@ SUPPORTED = (
 )
 # (provider, async?, module, class): looked up in sys.modules, so wrap imports no SDK it need not.
 _KINDS = (
-    ("openai", False, "openai", "OpenAI"),
-    ("openai", True, "openai", "AsyncOpenAI"),
-    ("anthropic", False, "anthropic", "Anthropic"),
-    ("anthropic", True, "anthropic", "AsyncAnthropic"),
-    ("gemini", False, "google.genai.client", "Client"),
-    ("gemini", True, "google.genai.client", "AsyncClient"),  # a Client's .aio
+    (OPENAI, False, "openai", "OpenAI"),
+    (OPENAI, True, "openai", "AsyncOpenAI"),
+    (ANTHROPIC, False, "anthropic", "Anthropic"),
+    (ANTHROPIC, True, "anthropic", "AsyncAnthropic"),
+    (GEMINI, False, "google.genai.client", "Client"),
+    (GEMINI, True, "google.genai.client", "AsyncClient"),  # a Client's .aio
 )
 _captures: ContextVar[tuple[list[Outcome], ...]] = ContextVar("flexroute_captures", default=())
 
@@ -160,12 +161,12 @@ def wrap(
     listener = _listener(on_outcome)
     base = settings or Settings()
 
-    def options(provider: str, base_url: str) -> FlexOptions:
+    def options(provider: Provider, base_url: str) -> FlexOptions:
         configured, prefix = upstream_settings(base, provider, base_url)
         return FlexOptions(configured, provider, prefix, budget, listener)
 
     vendor: Any = client
-    if provider == "gemini":
+    if provider is GEMINI:
         rebuilt = _wrap_genai(vendor._api_client, options)
         return cast(_C, rebuilt.aio if is_async else rebuilt)
     flex = options(provider, str(vendor.base_url))
@@ -178,7 +179,7 @@ def wrap(
     return cast(_C, vendor.copy(http_client=http))
 
 
-def _kind(client: object) -> tuple[str, bool] | None:
+def _kind(client: object) -> tuple[Provider, bool] | None:
     for provider, is_async, module, name in _KINDS:
         loaded = sys.modules.get(module)
         if loaded is not None and isinstance(client, getattr(loaded, name)):
@@ -215,7 +216,7 @@ def _listener(on_outcome: Callable[[Outcome], None] | None) -> Callable[[], List
     return at_request
 
 
-def _wrap_genai(api: BaseApiClient, options: Callable[[str, str], FlexOptions]) -> Any:
+def _wrap_genai(api: BaseApiClient, options: Callable[[Provider, str], FlexOptions]) -> Any:
     """A new ``genai.Client`` with the same key and options, on flexroute's transports.
 
     The transports go in ``client_args``/``async_client_args`` rather than as ready-made
@@ -230,7 +231,7 @@ def _wrap_genai(api: BaseApiClient, options: Callable[[str, str], FlexOptions]) 
             "this one is set up for Vertex AI"
         )
     http = api._http_options
-    flex = options("gemini", http.base_url or "https://generativelanguage.googleapis.com/")
+    flex = options(GEMINI, http.base_url or GEMINI.default_base_url)
     patched = http.model_copy(
         update={
             "client_args": {**(http.client_args or {}), "transport": FlexTransport(flex)},

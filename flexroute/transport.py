@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 import threading
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
@@ -35,12 +34,13 @@ import anyio
 import anyio.from_thread
 import httpx2
 
-from flexroute.catalog import Catalog, default_catalog
+from flexroute.catalog import Catalog
 from flexroute.config import Settings
-from flexroute.dialects import error_dialect
 from flexroute.engine import Call, Engine, Reply, new_request_id
-from flexroute.errors import RequestRejected
-from flexroute.ledger import LedgerRecord, open_store
+from flexroute.errors import RequestRejected, UpstreamError
+from flexroute.ledger import LedgerRecord
+from flexroute.providers import Provider, api_root
+from flexroute.runtime import Runtime, build_runtime
 from flexroute.upstream import AiohttpUpstream, Httpx2Upstream, Upstream
 
 __all__ = [
@@ -56,27 +56,29 @@ log = logging.getLogger("flexroute.sdk")
 
 # Called with a call's ledger record once it is written.
 Listener = Callable[[LedgerRecord], None]
-_API_VERSION = re.compile(r"/v\d+(?:(?:alpha|beta)\d*)?$")
 # uvloop (with uvicorn[standard]) cuts the sync client's thread hop: ~0.25 ms a call.
 _HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 
-def upstream_settings(settings: Settings, provider: str, base_url: str) -> tuple[Settings, str]:
+def upstream_settings(
+    settings: Settings, provider: Provider, base_url: str
+) -> tuple[Settings, str]:
     """``settings`` with ``provider``'s upstream set from an SDK client's ``base_url``, and the
     path prefix to strip from the client's request paths.
 
     A client on its provider's public URL keeps the settings' base (``FLEXROUTE_*_BASE_URL``,
-    default the same public URL); a client pointed elsewhere (a gateway, Azure, a local server)
-    keeps going there. A trailing API version (``/v1``, ``/v1beta``) belongs to the request path.
+    default the same public URL); a client pointed elsewhere (a gateway, Azure's
+    ``…/openai/v1``, a local server's ``…/v1``) keeps going there. The API version (``/v1``,
+    ``/v1beta``) belongs to the request path, as in the proxy
+    (:func:`~flexroute.providers.api_root`).
     """
-    scheme, _, rest = base_url.rstrip("/").partition("://")
-    host, slash, path = rest.partition("/")
-    prefix = _API_VERSION.sub("", slash + path)
-    upstream = f"{scheme}://{host}{prefix}"
-    field_name = f"{provider}_base_url"
-    if upstream == Settings.model_fields[field_name].default:
+    root = api_root(base_url)
+    _, _, rest = root.partition("://")
+    _, slash, path = rest.partition("/")
+    prefix = slash + path
+    if root == api_root(provider.default_base_url):
         return settings, prefix
-    return settings.model_copy(update={field_name: upstream}), prefix
+    return settings.model_copy(update={provider.base_url_setting: root}), prefix
 
 
 def default_upstream() -> Upstream:
@@ -91,7 +93,7 @@ class FlexOptions:
     """What a transport needs: where to send, the client's budget and who hears outcomes."""
 
     settings: Settings
-    provider: str  # "openai" | "gemini" | "anthropic"
+    provider: Provider
     prefix: str = ""  # the client's base-URL path, stripped from request paths
     start_within: float | None = None  # the client's default budget (None: passthrough)
     # Called in the caller's context when a request starts; returns who hears its record.
@@ -124,14 +126,15 @@ class _Core:
     def call(self, request: httpx2.Request, body: bytes, request_id: str) -> Call:
         """On the engine's loop (the receipt time is read from its clock)."""
         path = request.url.path
+        raw_path = request.url.raw_path.decode("ascii").split("?", 1)[0]
         prefix = self.options.prefix
         if prefix and path.startswith(prefix + "/"):
             path = path[len(prefix) :]
+        if prefix and raw_path.startswith(prefix + "/"):
+            raw_path = raw_path[len(prefix) :]
         headers = [
             (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers.raw
         ]
-        # openai and anthropic number their retries; a retry must not spend a new flex budget.
-        retries = next((v for k, v in headers if k == "x-stainless-retry-count"), "0")
         return Call(
             method=request.method,
             path=path,
@@ -140,16 +143,17 @@ class _Core:
             body=body,
             request_id=request_id,
             default_start_within=self.options.start_within,
-            standard_only=retries != "0",
+            raw_path=raw_path,
         )
 
-    def engine(self) -> Engine:
+    def runtime(self) -> Runtime:
+        """The engine and its resources, built by the one composition root (so a wrapped
+        client gets the billing gate's 402 as the proxy's clients do)."""
         options = self.options
-        return Engine(
+        return build_runtime(
             options.settings,
-            options.catalog or default_catalog(),
-            options.upstream(),
-            open_store(options.settings.database_url),
+            catalog=options.catalog,
+            upstream=options.upstream(),
             on_record=self._on_record,
         )
 
@@ -158,7 +162,7 @@ class _Core:
             with anyio.fail_after(read_timeout):
                 return await engine.handle(call, self.options.provider)
         except RequestRejected as error:
-            return engine.reject(error_dialect(self.options.provider), error, call.request_id)
+            return engine.reject(self.options.provider.error_dialect, error, call.request_id)
 
     def _on_record(self, record: LedgerRecord) -> None:
         pending = self.pending.get(record.request_id)
@@ -194,11 +198,6 @@ class _Core:
             log.exception("flexroute: an outcome listener raised")
 
 
-async def _close_engine(engine: Engine) -> None:
-    await engine.upstream.aclose()
-    await engine.store.aclose()
-
-
 def _read_timeout(request: httpx2.Request) -> float | None:
     timeout = request.extensions.get("timeout") or {}
     value = timeout.get("read")
@@ -214,6 +213,11 @@ async def _next_chunk(stream: AsyncGenerator[bytes, None], wait: float | None) -
         return await anext(stream, None)
 
 
+def _cut(request: httpx2.Request, error: UpstreamError) -> httpx2.RemoteProtocolError:
+    """A forwarded body that broke off reaches the SDK as a cut connection would."""
+    return httpx2.RemoteProtocolError(f"flexroute: {error}", request=request)
+
+
 # -- async clients --------------------------------------------------------------------------
 
 
@@ -225,18 +229,18 @@ class FlexAsyncTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, options: FlexOptions) -> None:
         self._core = _Core(options)
-        self._engine: Engine | None = None
+        self._runtime: Runtime | None = None
         self._streams: set[_AsyncReplyStream] = set()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         body = await request.aread()
         request_id = self._core.start()
         call = self._core.call(request, body, request_id)
-        if self._engine is None:
-            self._engine = self._core.engine()
+        if self._runtime is None:
+            self._runtime = self._core.runtime()
         timeout = _read_timeout(request)
         with self._core.answering(request, request_id):
-            reply = await self._core.handle(self._engine, call, timeout)
+            reply = await self._core.handle(self._runtime.engine, call, timeout)
         if reply.stream is None:
             return self._core.whole(request_id, reply)
         stream = _AsyncReplyStream(self, request_id, reply.stream, request, timeout)
@@ -246,9 +250,9 @@ class FlexAsyncTransport(httpx2.AsyncBaseTransport):
     async def aclose(self) -> None:
         for stream in list(self._streams):
             await stream.aclose()
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            await _close_engine(engine)
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            await runtime.aclose()
 
 
 class _AsyncReplyStream(httpx2.AsyncByteStream):
@@ -270,6 +274,8 @@ class _AsyncReplyStream(httpx2.AsyncByteStream):
                 chunk = await _next_chunk(self._stream, self._timeout)
             except TimeoutError:
                 raise _timed_out(self._request) from None
+            except UpstreamError as error:
+                raise _cut(self._request, error) from None
             if chunk is None:
                 break
             yield chunk
@@ -301,7 +307,7 @@ class FlexTransport(httpx2.BaseTransport):
         self._lock = threading.Lock()
         self._stack: ExitStack | None = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
-        self._engine: Engine | None = None
+        self._runtime: Runtime | None = None
         self._streams: set[_SyncReplyStream] = set()
         self._closed = False
 
@@ -321,10 +327,10 @@ class FlexTransport(httpx2.BaseTransport):
     async def _handle(
         self, request: httpx2.Request, body: bytes, request_id: str, read_timeout: float | None
     ) -> Reply:
-        if self._engine is None:
-            self._engine = self._core.engine()
+        if self._runtime is None:
+            self._runtime = self._core.runtime()
         call = self._core.call(request, body, request_id)
-        return await self._core.handle(self._engine, call, read_timeout)
+        return await self._core.handle(self._runtime.engine, call, read_timeout)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         body = request.read()
@@ -349,9 +355,9 @@ class FlexTransport(httpx2.BaseTransport):
         with stack:
             for stream in list(self._streams):
                 stream.close()
-            engine, self._engine = self._engine, None
-            if engine is not None:
-                portal.call(_close_engine, engine)
+            runtime, self._runtime = self._runtime, None
+            if runtime is not None:
+                portal.call(runtime.aclose)
 
 
 class _SyncReplyStream(httpx2.SyncByteStream):
@@ -375,6 +381,8 @@ class _SyncReplyStream(httpx2.SyncByteStream):
                 chunk = self._portal.call(_next_chunk, self._stream, self._timeout)
             except TimeoutError:
                 raise _timed_out(self._request) from None
+            except UpstreamError as error:
+                raise _cut(self._request, error) from None
             if chunk is None:
                 break
             yield chunk

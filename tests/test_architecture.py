@@ -24,6 +24,51 @@ def imports(path: Path) -> set[str]:
     return names
 
 
+def module_name(path: Path) -> str:
+    parts = ["flexroute", *path.relative_to(ROOT).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """flexroute modules ``path`` imports at run time (not under ``if TYPE_CHECKING``)."""
+    tree = ast.parse(path.read_text())
+    skipped = {
+        id(node)
+        for branch in ast.walk(tree)
+        if isinstance(branch, ast.If) and "TYPE_CHECKING" in ast.unparse(branch.test)
+        for child in branch.body
+        for node in ast.walk(child)
+    }
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            # ``from package import submodule`` imports the submodule, not a circle.
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                names.add(submodule if submodule in MODULES else node.module)
+    return {name for name in names if name.startswith("flexroute.")}
+
+
+MODULES = {module_name(path) for path in sorted(ROOT.rglob("*.py"))}
+
+
+def closure(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module reachable from ``start`` by imports."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        name = todo.pop()
+        for target in graph.get(name, set()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
 def modules(under: str = "") -> list[Path]:
     return sorted((ROOT / under).rglob("*.py"))
 
@@ -61,9 +106,25 @@ class TestLayers:
             assert not uses(path, "flexroute.routing", "aiohttp", "httpx2"), path
 
     def test_modules_stay_small(self) -> None:
-        """One idea per module: none grows past 500 lines."""
+        """One idea per module: none grows past 500 lines, and the engine stays under 400."""
         for path in modules():
             assert len(path.read_text().splitlines()) <= 500, path
+        assert len((ROOT / "engine.py").read_text().splitlines()) < 400
+
+    def test_no_module_imports_a_module_that_imports_it(self) -> None:
+        """No import circles among flexroute's modules (imports for type checking aside)."""
+        graph = {module_name(path): runtime_imports(path) for path in modules()}
+        for name, targets in graph.items():
+            for target in targets:
+                assert name not in closure(graph, target), f"{name} <-> {target}"
+
+    def test_only_the_registry_knows_provider_names(self) -> None:
+        """Nothing outside providers/ decides by comparing a provider's name."""
+        pattern = re.compile(r"provider\S*\s*[!=]=\s*[\"'](openai|gemini|anthropic)")
+        for path in modules():
+            relative = path.relative_to(ROOT).as_posix()
+            if not relative.startswith(("providers/", "emulator/", "demo.py")):
+                assert not pattern.search(path.read_text()), relative
 
 
 class TestPublicAPI:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from flexroute.dialects import dialect_for, provider_for
 from flexroute.dialects.anthropic import AnthropicDialect, anthropic_usage
 from flexroute.dialects.base import ErrorKind
 from flexroute.dialects.gemini import GeminiDialect
@@ -166,29 +165,3 @@ class TestAnthropic:
         body = {"model": "claude-sonnet-4-5", "service_tier": "standard_only", "start_within": "5s"}
         out = json.loads(ANTHROPIC.prepare(body, tier=None, stream=False, ask_usage=False))
         assert out == {"model": "claude-sonnet-4-5", "service_tier": "standard_only"}
-
-
-class TestWhichProvider:
-    @pytest.mark.parametrize(
-        ("path", "headers", "query", "provider"),
-        [
-            ("/v1/chat/completions", {"authorization"}, "", "openai"),
-            ("/v1/models", {"authorization"}, "", "openai"),
-            ("/v1/models", {"x-api-key", "anthropic-version"}, "", "anthropic"),
-            ("/v1/messages/count_tokens", set(), "", "anthropic"),
-            ("/v1beta/models", set(), "key=k", "gemini"),
-            ("/v1/models/gemini-2.5-pro:countTokens", {"x-goog-api-key"}, "", "gemini"),
-        ],
-    )
-    def test_provider_from_path_and_headers(
-        self, path: str, headers: set[str], query: str, provider: str
-    ) -> None:
-        """Every provider's other paths are recognised for forwarding."""
-        assert provider_for(path, headers, query) == provider
-
-    def test_routed_endpoints(self) -> None:
-        """Only the model-call endpoints are routed; other paths are forwarded."""
-        assert dialect_for("POST", PATH) is not None
-        assert dialect_for("POST", "/v1/messages") is not None
-        assert dialect_for("GET", "/v1/messages") is None
-        assert dialect_for("POST", "/v1/embeddings") is None

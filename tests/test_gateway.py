@@ -195,7 +195,7 @@ class TestRateLimitHeaders:
             headers = raised.value.response.headers
             assert 1 <= int(headers["retry-after"]) <= 60
             assert headers["x-ratelimit-remaining-requests"] == "0"
-            assert "x-should-retry" not in headers
+            assert headers["x-should-retry"] == "true"  # SPEC §8: safe, nothing was billed
             with pytest.raises(anthropic.RateLimitError):
                 anthropic_client(gateway, gateway.orgs["acme"].key).messages.create(
                     model="claude-opus-5", max_tokens=5, messages=MESSAGES

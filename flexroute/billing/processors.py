@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal, Protocol
 
-from flexroute.config import Settings
-from flexroute.errors import ConfigError
 from flexroute.ledger import Org
 
 CENT = Decimal("0.01")
@@ -53,27 +51,3 @@ def to_cents(amount: Decimal) -> int:
     """Processors charge whole cents: the exact amount rounded half-up (documented rounding;
     the invoice keeps the exact pico-USD amount)."""
     return int((amount.quantize(CENT, rounding=ROUND_HALF_UP) * 100).to_integral_value())
-
-
-def processor_for(settings: Settings) -> PaymentProcessor:
-    """The processor ``FLEXROUTE_PAYMENT_PROCESSOR`` names."""
-    if settings.payment_processor == "manual":
-        return ManualProcessor()
-    if settings.payment_processor == "stripe":
-        from flexroute.billing.stripe_processor import StripeProcessor
-
-        if settings.stripe_api_key is None:
-            raise ConfigError(
-                "FLEXROUTE_PAYMENT_PROCESSOR=stripe needs FLEXROUTE_STRIPE_API_KEY (sk_…)"
-            )
-        return StripeProcessor(
-            settings.stripe_api_key.get_secret_value(),
-            api_base=settings.stripe_api_base,
-            webhook_secret=None
-            if settings.stripe_webhook_secret is None
-            else settings.stripe_webhook_secret.get_secret_value(),
-        )
-    raise ConfigError(
-        f"FLEXROUTE_PAYMENT_PROCESSOR {settings.payment_processor!r} is unknown: "
-        "use manual or stripe"
-    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from flexroute.billing.processors import processor_for
+from flexroute.billing.choose import processor_for
 from flexroute.billing.run import billing_run
 from flexroute.billing.state import mark_failed, mark_paid
 from flexroute.commands._common import parse_when, store_for

@@ -116,6 +116,11 @@ class Dialect(ABC):
         """Extra request headers for an attempt with ``remaining`` seconds of budget."""
         return []
 
+    def merge_attempt_header(self, name: str, ours: str, client: str | None) -> str:
+        """The value sent for attempt header ``name`` when the client set one too (exactly one
+        goes upstream): flexroute's, unless the dialect knows better."""
+        return ours
+
 
 def dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()

@@ -78,7 +78,8 @@ class GeminiDialect(Dialect):
 
     def upstream_target(self, path: str, query: str, stream: bool) -> str:
         method = "streamGenerateContent" if stream else "generateContent"
-        path = re.sub(r":(generateContent|streamGenerateContent)$", f":{method}", path)
+        # ``path`` is as the client encoded it: its colon may be written %3A.
+        path = re.sub(r"(?::|%3[aA])(?:generateContent|streamGenerateContent)$", f":{method}", path)
         params = [p for p in query.split("&") if p and not p.startswith("alt=")]
         if stream:
             params.append("alt=sse")
@@ -88,6 +89,19 @@ class GeminiDialect(Dialect):
         if tier is not Tier.FLEX:
             return []
         return [("x-server-timeout", str(max(1, math.ceil(remaining))))]
+
+    def merge_attempt_header(self, name: str, ours: str, client: str | None) -> str:
+        """``X-Server-Timeout`` is a deadline in seconds: the smaller of the client's (the
+        SDK's own request timeout) and the flex budget left."""
+        if name != "x-server-timeout" or client is None:
+            return ours
+        try:
+            theirs = float(client)
+        except ValueError:
+            return ours
+        if not math.isfinite(theirs) or theirs <= 0 or theirs >= float(ours):
+            return ours
+        return client.strip()
 
     def read_response(self, body: bytes, headers: Mapping[str, str]) -> ResponseFacts:
         obj = loads_object(body) or {}

@@ -11,9 +11,9 @@ from flexroute.ledger.base import (
     Org,
     Store,
     UsageRow,
-    open_store,
     period_of,
 )
+from flexroute.ledger.open import open_store
 
 __all__ = [
     "ACTIVE",

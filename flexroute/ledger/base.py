@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from flexroute.errors import ConfigError
 from flexroute.ledger.keys import ApiKey, SealedProviderKey
 from flexroute.money import format_usd
 from flexroute.usage import Usage
@@ -238,26 +237,6 @@ class Store(Protocol):
     async def provider_key(self, org_id: str, provider: str) -> SealedProviderKey | None: ...
 
     async def aclose(self) -> None: ...
-
-
-def open_store(database_url: str) -> Store:
-    """The store for a ``FLEXROUTE_DATABASE_URL``."""
-    if database_url.startswith("sqlite:///"):
-        from flexroute.ledger.sqlite import SQLiteStore
-
-        return SQLiteStore(database_url.removeprefix("sqlite:///"))
-    if database_url == "sqlite://:memory:":
-        from flexroute.ledger.sqlite import SQLiteStore
-
-        return SQLiteStore(":memory:")
-    if database_url.startswith(("postgresql://", "postgres://")):
-        from flexroute.ledger.postgres import PostgresStore
-
-        return PostgresStore(database_url)
-    raise ConfigError(
-        f"FLEXROUTE_DATABASE_URL {database_url!r} is not supported: use "
-        "sqlite:////absolute/path.sqlite3 or postgresql://user@host:5432/dbname"
-    )
 
 
 def period_of(at: dt.datetime) -> tuple[str, dt.datetime]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from flexroute.limits import WINDOW_SECONDS, Verdict
+from flexroute.limits.base import WINDOW_SECONDS, Verdict
 
 
 class MemoryLimiter:

@@ -27,7 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from flexroute.limits import WINDOW_SECONDS, Verdict
+from flexroute.limits.base import WINDOW_SECONDS, Verdict
 from flexroute.limits.memory import MemoryLimiter
 
 log = logging.getLogger("flexroute.limits")

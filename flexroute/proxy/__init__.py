@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+from flexroute.billing.choose import processor_for
 from flexroute.billing.gate import BillingGate
-from flexroute.billing.processors import processor_for
 from flexroute.billing.stripe_processor import StripeProcessor
 from flexroute.billing.webhooks import handle_event
-from flexroute.catalog import Catalog, default_catalog
+from flexroute.catalog import Catalog
 from flexroute.config import Settings
-from flexroute.engine import Engine
-from flexroute.ledger import Store, open_store
-from flexroute.limits import Limiter, limiter_for
-from flexroute.metrics import Metrics
+from flexroute.ledger import Store
+from flexroute.limits import Limiter
 from flexroute.proxy.app import ProxyApp
 from flexroute.proxy.auth import SidecarAuth
 from flexroute.proxy.billing import WebhookHandler
 from flexroute.proxy.gateway import Gateway
-from flexroute.upstream import AiohttpUpstream, Upstream
+from flexroute.runtime import build_runtime
+from flexroute.upstream import Upstream
 
 __all__ = ["ProxyApp", "create_app"]
 
@@ -31,7 +30,8 @@ def create_app(
     limiter: Limiter | None = None,
     key_ttl: float = 5.0,
 ) -> ProxyApp:
-    """The proxy with its shared resources, closed again at lifespan shutdown.
+    """The proxy with its shared resources (:func:`flexroute.runtime.build_runtime`), closed
+    again at lifespan shutdown.
 
     Billable flex requests pass the billing gate (402 while the org is past-due); its cached
     states live ``gate_ttl`` seconds, and changes made in this process drop them at once.
@@ -39,35 +39,22 @@ def create_app(
     requests with ``limiter`` (default: Redis if ``FLEXROUTE_REDIS_URL`` is set, else
     in-process).
     """
-    upstream = upstream or AiohttpUpstream()
-    store = store or open_store(settings.database_url)
-    metrics = Metrics()
-    gate = BillingGate(store, ttl=gate_ttl)
-    engine = Engine(
+    runtime = build_runtime(
         settings,
-        catalog or default_catalog(),
-        upstream,
-        store,
-        on_record=metrics.observe,
-        gate=gate,
+        upstream=upstream,
+        store=store,
+        catalog=catalog,
+        limiter=limiter,
+        gate_ttl=gate_ttl,
     )
-    webhook = _stripe_webhook(settings, store, gate)
-    limiter = limiter or limiter_for(
-        settings, on_fallback=lambda: metrics.count("ratelimit_fallback")
-    )
-    gateway = Gateway(settings, store, limiter, ttl=key_ttl)
-
-    async def shutdown() -> None:
-        await upstream.aclose()
-        await limiter.aclose()
-        await store.aclose()
-
+    webhook = _stripe_webhook(settings, runtime.store, runtime.gate)
+    gateway = Gateway(settings, runtime.store, runtime.limiter, ttl=key_ttl)
     return ProxyApp(
-        engine,
+        runtime.engine,
         SidecarAuth(settings),
-        metrics,
+        runtime.metrics,
         gateway,
-        on_shutdown=shutdown,
+        on_shutdown=runtime.aclose,
         stripe_webhook=webhook,
     )
 

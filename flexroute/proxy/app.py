@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from flexroute import __version__
-from flexroute.dialects import error_dialect, provider_for
 from flexroute.engine import Call, Engine, Reply
 from flexroute.errors import RequestRejected
 from flexroute.metrics import Metrics
+from flexroute.providers import OPENAI, Provider, provider_for
 from flexroute.proxy import billing
 from flexroute.proxy.auth import SidecarAuth
 from flexroute.proxy.gateway import Access, Caller, Gateway
@@ -81,6 +81,7 @@ class ProxyApp:
         query = scope["query_string"].decode("latin-1")
         raw = request_headers(scope)
         provider = provider_for(scope["path"], {k for k, _ in raw}, query)
+        raw_path = scope.get("raw_path")
         access: Access | None = None
         try:
             headers = checked_headers(raw)
@@ -101,6 +102,7 @@ class ProxyApp:
             query=query,
             headers=headers,
             body=body,
+            raw_path=raw_path.decode("latin-1").split("?", 1)[0] if raw_path else "",
         )
         if access is not None:
             call.org_id, call.key_id = access.caller.org_id, access.caller.key_id
@@ -113,18 +115,17 @@ class ProxyApp:
                 reply.headers = access.reply_headers(reply.headers)
             await send_reply(send, reply)
 
-    async def _admit(self, provider: str, headers: list[tuple[str, str]], query: str) -> Access:
+    async def _admit(
+        self, provider: Provider, headers: list[tuple[str, str]], query: str
+    ) -> Access:
         try:
             return await self.gateway.admit(provider, headers, query)
         except RequestRejected as error:
             self.metrics.count("unauthorized" if error.status == 401 else "ratelimited")
             raise
 
-    def _reject(self, provider: str, error: RequestRejected, request_id: str) -> Reply:
-        reply = self.engine.reject(error_dialect(provider), error, request_id)
-        if error.status == 429:  # retryable: let the SDK honour Retry-After
-            reply.headers = [(k, v) for k, v in reply.headers if k != "x-should-retry"]
-        return reply
+    def _reject(self, provider: Provider, error: RequestRejected, request_id: str) -> Reply:
+        return self.engine.reject(provider.error_dialect, error, request_id)
 
     async def _caller(self, scope: Scope, send: Send) -> tuple[bool, Caller | None]:
         """Gateway mode: the caller of a ``/flexroute/v1/`` route, or a 401 sent (False)."""
@@ -134,7 +135,7 @@ class ProxyApp:
         try:
             return True, await self.gateway.caller(request_headers(scope), query)
         except RequestRejected as error:
-            await send_reply(send, self._reject("openai", error, "-"))
+            await send_reply(send, self._reject(OPENAI, error, "-"))
             return False, None
 
     async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -175,7 +176,7 @@ class ProxyApp:
                 "as a Bearer token.",
                 code="admin_key_required",
             )
-            await send_reply(send, self._reject("openai", error, "-"))
+            await send_reply(send, self._reject(OPENAI, error, "-"))
             return
         body = self.metrics.render().encode()
         await send_reply(send, _reply(200, body, "text/plain; version=0.0.4; charset=utf-8"))

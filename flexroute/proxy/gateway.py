@@ -32,7 +32,7 @@ from flexroute.errors import ConfigError, RequestRejected
 from flexroute.ledger import Store
 from flexroute.ledger.keys import KEY_PREFIX, TIERS, hash_key
 from flexroute.limits import Limiter, Verdict
-from flexroute.proxy.auth import with_provider_key
+from flexroute.providers import Provider
 from flexroute.sealing import Sealer
 
 log = logging.getLogger("flexroute.gateway")
@@ -119,7 +119,7 @@ class Gateway:
             )
         return found
 
-    async def admit(self, provider: str, headers: list[tuple[str, str]], query: str) -> Access:
+    async def admit(self, provider: Provider, headers: list[tuple[str, str]], query: str) -> Access:
         caller = await self.caller(headers, query)
         limit = self.settings.rate_limits[caller.tier]
         verdict = await self.limiter.hit(caller.key_id, limit)
@@ -133,9 +133,9 @@ class Gateway:
                 error_type="rate_limit_error",
                 headers={"retry-after": str(wait), **verdict.headers()},
             )
-        secret = await self._provider_key(caller.org_id, provider, verdict)
+        secret = await self._provider_key(caller.org_id, provider.name, verdict)
         kept = [(k, v) for k, v in headers if k not in _CREDENTIAL_HEADERS]
-        return Access(caller, with_provider_key(provider, kept, secret), _strip_key(query), verdict)
+        return Access(caller, provider.with_key(kept, secret), _strip_key(query), verdict)
 
     async def _lookup(self, key_hash: str) -> Caller | None:
         now = self._clock()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flexroute.engine import Reply
-from flexroute.errors import RequestRejected
+from flexroute.errors import RequestRejected, UpstreamError
 from flexroute.proxy.types import Receive, Scope, Send
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -77,6 +77,10 @@ async def send_reply(send: Send, reply: Reply) -> None:
     try:
         async for chunk in stream:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except UpstreamError:
+        # The provider's body broke off: leave the response incomplete, so the server closes
+        # the connection and the client sees a cut transfer, never a clean truncated success.
+        return
     finally:
         await stream.aclose()
     await send({"type": "http.response.body", "body": b""})

@@ -27,7 +27,8 @@ class Reason(enum.StrEnum):
     UNAVAILABLE = "flex-unavailable"
     FLEX_ERROR = "flex-error"
     NOT_ROUTED = "not-a-routed-endpoint"  # another path of the provider's API, forwarded
-    SDK_RETRY = "sdk-retry"  # an SDK's own retry goes straight to standard (see flexroute.sdk)
+    SDK_RETRY = "sdk-retry"  # an SDK's retry (x-stainless-retry-count > 0) goes to standard
+    BACKGROUND = "background-request"  # a Responses/Interactions background job, left as sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +51,16 @@ def decide(
     *,
     header_start_within: str | None,
     default_start_within: float | None,
+    proxy_only: Reason | None = None,
 ) -> Decision:
-    """The route for a request; raises :class:`RequestRejected` for a 400."""
+    """The route for a request; raises :class:`RequestRejected` for a 400.
+
+    ``proxy_only`` is the reason a provider is never routed (Claude has no flex tier): the
+    request passes through with ``start_within`` removed and its tier untouched."""
     start_within = _start_within(facts.start_within, header_start_within)
     requested = facts.tier
-    if dialect.provider == "anthropic":
-        return Decision(Route.PASSTHROUGH, Reason.ANTHROPIC, start_within, None, requested)
+    if proxy_only is not None:
+        return Decision(Route.PASSTHROUGH, proxy_only, start_within, None, requested)
     flex_wire = dialect.wire_tiers[Tier.FLEX]
     if start_within is None:
         if requested != flex_wire:

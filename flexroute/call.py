@@ -1,0 +1,75 @@
+"""A request as the engine sees it (:class:`Call`) and what goes back (:class:`Reply`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import secrets
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+from flexroute.errors import RequestRejected
+from flexroute.ledger.base import DEFAULT_ORG
+
+__all__ = ["Call", "Gate", "Reply", "new_request_id"]
+
+
+# Asked before a billable flex request goes out; a RequestRejected refuses it (SPEC §4: 402).
+Gate = Callable[["Call"], Awaitable[RequestRejected | None]]
+
+
+_ID_PREFIX = secrets.token_hex(6)  # unique per process; the counter makes ids unique within it
+_ID_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    """``frq_`` + 12 random hex digits per process + a per-process counter (cheap: no syscall)."""
+    return f"frq_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+
+
+@dataclass(slots=True)
+class Call:
+    """A client request as the engine sees it. Header names are lower-case."""
+
+    method: str
+    path: str  # percent-decoded: what routing reads
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    raw_path: str = ""  # the path exactly as the client sent it (still encoded): what goes upstream
+    received_at: float = field(default_factory=anyio.current_time)
+    received_wall: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    request_id: str = field(default_factory=new_request_id)
+    org_id: str = DEFAULT_ORG
+    key_id: str | None = None
+    default_start_within: float | None = None  # SDK wrapper: the client's budget, see _context
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def upstream_path(self) -> str:
+        """The path to send upstream: as the client encoded it, so an encoded ``%3F`` or
+        ``%23`` stays part of the path and never becomes a query or a fragment."""
+        return self.raw_path or self.path
+
+    @property
+    def is_sdk_retry(self) -> bool:
+        """The openai and anthropic SDKs number their retries (``x-stainless-retry-count``)."""
+        count = self.header("x-stainless-retry-count")
+        return count is not None and count.strip().isdigit() and int(count) > 0
+
+
+@dataclass(slots=True)
+class Reply:
+    """What goes back to the client: a whole body or a byte stream (``aclose`` it)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    stream: AsyncGenerator[bytes, None] | None = None

@@ -1,0 +1,106 @@
+"""Every other path of a provider's API (embeddings, files, models, batches…): forwarded.
+
+The request goes upstream as the client sent it — its path still percent-encoded, its
+compressed bytes and all — with only ``start_within`` (body field and header) taken out. The
+answer is relayed byte for byte and recorded without usage or fee once it has been relayed.
+A body that breaks off is never passed off as complete: an event stream ends with an in-band
+error event, anything else aborts the client's connection (the proxy leaves the response
+unfinished; the wrapper raises the SDK's connection error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
+
+import anyio
+
+from flexroute.call import Call, Reply
+from flexroute.context import RequestContext
+from flexroute.dialects.base import dumps, loads_object
+from flexroute.errors import RequestRejected, UpstreamConnectError, UpstreamError
+from flexroute.providers import Provider
+from flexroute.routing.decide import Decision, Reason, Route
+from flexroute.routing.flex import AttemptLog
+from flexroute.upstream import HOP_BY_HOP, UpstreamRequest, UpstreamResponse
+
+if TYPE_CHECKING:
+    from flexroute.engine import Engine
+
+__all__ = ["START_WITHIN_KEYS", "Forwarder"]
+
+# Forwarded requests keep their accept-encoding: their bytes are relayed, never parsed.
+_DROP_FORWARD = HOP_BY_HOP | {"x-flex-start-within"}
+# flexroute's own request field, never sent to a provider (Gemini's camelCase spelling too).
+START_WITHIN_KEYS = frozenset({"start_within", "startWithin"})
+
+
+class Forwarder:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def forward(self, call: Call, provider: Provider) -> Reply:
+        engine = self._engine
+        body = loads_object(call.body) if call.body[:1] == b"{" else None
+        model = body.get("model") if body is not None else None
+        ctx = RequestContext(
+            call=call,
+            provider=provider,
+            dialect=provider.error_dialect,
+            body=body or {},
+            model=model if isinstance(model, str) else None,
+            prices=None,
+            decision=Decision(Route.PASSTHROUGH, Reason.NOT_ROUTED),
+            wants_stream=False,
+            wants_usage=False,
+            log=AttemptLog(call.received_at),
+            reason=Reason.NOT_ROUTED,
+        )
+        sent = call.body
+        if body is not None and not START_WITHIN_KEYS.isdisjoint(body):
+            sent = dumps({k: v for k, v in body.items() if k not in START_WITHIN_KEYS})
+        headers = [(k, v) for k, v in call.headers if k not in _DROP_FORWARD]
+        target = call.upstream_path + (f"?{call.query}" if call.query else "")
+        url = provider.upstream_url(engine.base_url(provider), target)
+        began = engine.clock()
+        try:
+            response = await engine.upstream.send(UpstreamRequest(call.method, url, headers, sent))
+        except UpstreamConnectError as error:
+            ctx.log.add("forward", began, engine.clock(), "unreachable", None)
+            unreachable = RequestRejected(
+                502, str(error), code="upstream_unreachable", error_type="api_error"
+            )
+            return engine.reject(ctx.dialect, unreachable, call.request_id)
+        ctx.log.add("forward", began, engine.clock(), "answered", response.status)
+        out = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
+        out += [
+            ("x-flexroute-request-id", call.request_id),
+            ("x-flexroute-route", str(Route.PASSTHROUGH)),
+            ("x-flexroute-reason", str(Reason.NOT_ROUTED)),
+        ]
+        return Reply(response.status, out, stream=self._relay(ctx, response))
+
+    async def _relay(
+        self, ctx: RequestContext, response: UpstreamResponse
+    ) -> AsyncGenerator[bytes, None]:
+        status = "client_closed"
+        broken: UpstreamError | None = None
+        try:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+            status = "ok" if response.status < 400 else "error"
+        except UpstreamError as error:
+            status, broken = "stream_broken", error
+        finally:
+            await response.aclose()
+            with anyio.CancelScope(shield=True):
+                await self._engine.record(ctx, None, None, status, response.status)
+        if broken is not None:
+            if response.header_map.get("content-type", "").startswith("text/event-stream"):
+                yield ctx.dialect.stream_error(
+                    "The provider's stream broke off before it finished; the answer is "
+                    "incomplete. Retry the request.",
+                    "upstream_stream_broken",
+                )
+                return
+            raise broken  # the relay aborts the client's connection: never a clean, cut body

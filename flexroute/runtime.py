@@ -1,0 +1,78 @@
+"""The composition root: one function builds the engine and everything it shares.
+
+The proxy (:func:`flexroute.proxy.create_app`), the SDK wrapper (:mod:`flexroute.transport`)
+and any later face call :func:`build_runtime`, so every face gets the same engine with the
+same features — the billing gate (402 for past-due organisations), metrics, the ledger and
+the upstream pool — and closes them the same way. Nothing else assembles an :class:`Engine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flexroute.billing.gate import BillingGate
+from flexroute.catalog import Catalog, default_catalog
+from flexroute.config import Settings
+from flexroute.engine import Engine
+from flexroute.ledger import LedgerRecord, Store, open_store
+from flexroute.limits import Limiter, limiter_for
+from flexroute.metrics import Metrics
+from flexroute.upstream import AiohttpUpstream, Upstream
+
+__all__ = ["Runtime", "build_runtime"]
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """An engine and the resources it owns; ``aclose`` releases them all."""
+
+    settings: Settings
+    engine: Engine
+    store: Store
+    upstream: Upstream
+    metrics: Metrics
+    gate: BillingGate
+    limiter: Limiter
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+        await self.limiter.aclose()
+        await self.store.aclose()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    upstream: Upstream | None = None,
+    store: Store | None = None,
+    catalog: Catalog | None = None,
+    limiter: Limiter | None = None,
+    gate_ttl: float = 2.0,
+    on_record: Callable[[LedgerRecord], None] | None = None,
+) -> Runtime:
+    """Build the engine for ``settings``; given parts are used as they are (tests, the
+    wrapper's own upstream), the rest made from the settings. ``on_record`` hears every
+    ledger record after the metrics have counted it."""
+    upstream = upstream or AiohttpUpstream()
+    store = store or open_store(settings.database_url)
+    metrics = Metrics()
+    gate = BillingGate(store, ttl=gate_ttl)
+    limiter = limiter or limiter_for(
+        settings, on_fallback=lambda: metrics.count("ratelimit_fallback")
+    )
+
+    def recorded(record: LedgerRecord) -> None:
+        metrics.observe(record)
+        if on_record is not None:
+            on_record(record)
+
+    engine = Engine(
+        settings,
+        catalog or default_catalog(),
+        upstream,
+        store,
+        on_record=recorded,
+        gate=gate,
+    )
+    return Runtime(settings, engine, store, upstream, metrics, gate, limiter)
