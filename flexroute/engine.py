@@ -9,93 +9,32 @@ before the client sees the last byte of the answer.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-import secrets
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import anyio
 
-from flexroute.catalog import Catalog, ModelPrices
+from flexroute.call import Call, Gate, Reply, new_request_id
+from flexroute.catalog import Catalog
 from flexroute.config import Settings
-from flexroute.dialects import Dialect, dialect_for, error_dialect
-from flexroute.dialects.base import MISSING, JSONDict, loads_object
+from flexroute.context import RequestContext, reply_headers
+from flexroute.dialects import Dialect
+from flexroute.dialects.base import MISSING, loads_object
 from flexroute.dialects.sse import SSEDecoder
 from flexroute.errors import RequestRejected, UpstreamConnectError, UpstreamError
-from flexroute.ledger.base import DEFAULT_ORG, LedgerRecord, Store
+from flexroute.forward import START_WITHIN_KEYS, Forwarder
+from flexroute.ledger.base import LedgerRecord, Store
+from flexroute.providers import Provider
 from flexroute.routing.decide import Decision, Reason, Route, decide
 from flexroute.routing.flex import AttemptLog, GaveUp, ProviderError, Started, run_flex
-from flexroute.settle import cost_comment, money_headers, price
+from flexroute.settle import cost_comment, price
 from flexroute.upstream import HOP_BY_HOP, Headers, Upstream, UpstreamRequest, UpstreamResponse
 from flexroute.usage import Tier, Usage
 
 # Headers flexroute consumes or recomputes rather than forwarding upstream.
 _DROP_UPSTREAM = HOP_BY_HOP | {"x-flex-start-within", "accept-encoding"}
-# Response headers never relayed as-is to the client.
-_DROP_DOWNSTREAM = HOP_BY_HOP | {"content-encoding", "date", "server"}
 
-
-# Asked before a billable flex request goes out; a RequestRejected refuses it (SPEC §4: 402).
-Gate = Callable[["Call"], Awaitable[RequestRejected | None]]
-
-
-_ID_PREFIX = secrets.token_hex(6)  # unique per process; the counter makes ids unique within it
-_ID_COUNTER = itertools.count()
-
-
-def new_request_id() -> str:
-    """``frq_`` + 12 random hex digits per process + a per-process counter (cheap: no syscall)."""
-    return f"frq_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
-
-
-@dataclass(slots=True)
-class Call:
-    """A client request as the engine sees it. Header names are lower-case."""
-
-    method: str
-    path: str
-    query: str
-    headers: list[tuple[str, str]]
-    body: bytes
-    received_at: float = field(default_factory=anyio.current_time)
-    received_wall: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
-    request_id: str = field(default_factory=new_request_id)
-    org_id: str = DEFAULT_ORG
-    key_id: str | None = None
-    default_start_within: float | None = None  # SDK wrapper: the client's budget, see _context
-    standard_only: bool = False  # SDK retry: the first try spent the flex budget; go standard
-
-    def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
-
-
-@dataclass(slots=True)
-class Reply:
-    """What goes back to the client: a whole body or a byte stream (``aclose`` it)."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-    stream: AsyncGenerator[bytes, None] | None = None
-
-
-@dataclass(slots=True)
-class _Context:
-    call: Call
-    dialect: Dialect
-    body: JSONDict
-    model: str | None
-    prices: ModelPrices | None
-    decision: Decision
-    wants_stream: bool
-    wants_usage: bool
-    log: AttemptLog
-    route: Route = Route.PASSTHROUGH
-    reason: Reason | None = None
-    flex_wait: float | None = None
+__all__ = ["Call", "Engine", "Gate", "Reply", "new_request_id"]
 
 
 class Engine:
@@ -117,19 +56,20 @@ class Engine:
         self.upstream = upstream
         self.store = store
         self.clock = clock
-        self._bases = {
-            "openai": settings.openai_base_url,
-            "gemini": settings.gemini_base_url,
-            "anthropic": settings.anthropic_base_url,
-        }
+        self._forwarder = Forwarder(self)
 
-    async def handle(self, call: Call, provider: str = "openai") -> Reply:
-        """Answer ``call``; ``provider`` names the upstream for paths no dialect routes."""
-        dialect = dialect_for(call.method, call.path)
+    def base_url(self, provider: Provider) -> str:
+        """The operator's base URL for ``provider`` (never one taken from a request)."""
+        url: str = getattr(self.settings, provider.base_url_setting)
+        return url
+
+    async def handle(self, call: Call, provider: Provider) -> Reply:
+        """Answer ``call``, a request for ``provider``'s API."""
+        dialect = provider.dialect_for(call.method, call.path)
         if dialect is None:
-            return await self._forward(call, provider)
+            return await self._forwarder.forward(call, provider)
         try:
-            ctx = self._context(call, dialect)
+            ctx = self._context(call, provider, dialect)
         except RequestRejected as error:
             return self.reject(dialect, error, call.request_id)
         if ctx.decision.billable and self.gate is not None:
@@ -138,6 +78,7 @@ class Engine:
                 return self.reject(dialect, refusal, call.request_id)
         try:
             if ctx.decision.route is Route.FLEX:
+                ctx.route = Route.FLEX  # until it falls back: a client leaving now left flex
                 return await self._flex(ctx)
             ctx.reason = ctx.reason or ctx.decision.reason
             body = self._body_for(ctx, ctx.decision.tier)
@@ -146,19 +87,21 @@ class Engine:
             # The client went away while flexroute waited on the provider.
             if ctx.log.entries:
                 with anyio.CancelScope(shield=True):
-                    await self._record(ctx, None, None, "client_closed", 499)
+                    await self.record(ctx, None, None, "client_closed", 499)
             raise
 
     def reject(self, dialect: Dialect, error: RequestRejected, request_id: str) -> Reply:
+        """flexroute's own error, in ``dialect``'s shape; ``x-should-retry`` tells the SDK
+        whether a retry is safe (SPEC §8), as the providers' own headers do."""
         headers = [
             ("content-type", "application/json"),
             ("x-flexroute-request-id", request_id),
-            ("x-should-retry", "false"),
+            ("x-should-retry", "true" if error.retryable else "false"),
             *error.headers.items(),
         ]
         return Reply(error.status, headers, dialect.error_body(error))
 
-    def _context(self, call: Call, dialect: Dialect) -> _Context:
+    def _context(self, call: Call, provider: Provider, dialect: Dialect) -> RequestContext:
         body = loads_object(call.body)
         if body is None:
             raise RequestRejected(
@@ -172,17 +115,27 @@ class Engine:
         header, default = call.header("x-flex-start-within"), call.default_start_within
         if header is None and default is not None and facts.start_within is MISSING:
             header = str(default) if facts.tier in (None, dialect.wire_tiers[Tier.FLEX]) else None
-        decision = decide(
-            dialect,
-            facts,
-            prices,
-            header_start_within=header,
-            default_start_within=self.settings.default_start_within,
-        )
-        if retry := call.standard_only and decision.route is Route.FLEX:
+        reason = None
+        if body.get("background") is True and provider.proxy_only is None:
+            # A background job answers at once with its id: nothing to wait for, nothing to
+            # stream; it goes as the client wrote it (start_within removed), tier and all.
+            decision = Decision(Route.PASSTHROUGH, Reason.BACKGROUND, tier_requested=facts.tier)
+        else:
+            decision = decide(
+                dialect,
+                facts,
+                prices,
+                header_start_within=header,
+                default_start_within=self.settings.default_start_within,
+                proxy_only=provider.proxy_only,
+            )
+        if decision.route is Route.FLEX and call.is_sdk_retry:
+            # The SDK's first try spent the flex budget: its retry goes straight to standard.
             decision = replace(decision, route=Route.PASSTHROUGH, tier=Tier.STANDARD)
-        return _Context(
+            reason = Reason.SDK_RETRY
+        return RequestContext(
             call=call,
+            provider=provider,
             dialect=dialect,
             body=body,
             model=facts.model,
@@ -191,12 +144,12 @@ class Engine:
             wants_stream=facts.stream,
             wants_usage=facts.wants_usage,
             log=AttemptLog(call.received_at),
-            reason=Reason.SDK_RETRY if retry else None,
+            reason=reason,
         )
 
     # -- routes ---------------------------------------------------------------------------
 
-    async def _flex(self, ctx: _Context) -> Reply:
+    async def _flex(self, ctx: RequestContext) -> Reply:
         assert ctx.decision.start_within is not None
         flex_body = ctx.dialect.prepare(ctx.body, tier=Tier.FLEX, stream=True, ask_usage=True)
         # Built now so the fallback costs no serialising at the deadline, when many may fire.
@@ -229,7 +182,7 @@ class Engine:
         ctx.route, ctx.reason = Route.FALLBACK, result.reason
         return await self._single(ctx, standard_body, "standard")
 
-    async def _single(self, ctx: _Context, body: bytes, label: str) -> Reply:
+    async def _single(self, ctx: RequestContext, body: bytes, label: str) -> Reply:
         """One upstream call, relayed as the client asked (passthrough and fallback)."""
         request = self._request(ctx, body, stream=ctx.wants_stream)
         began = self.clock()
@@ -258,11 +211,11 @@ class Engine:
         if response.status != 200:
             return await self._finish_error(ctx, response.status, list(response.headers), data)
         facts = ctx.dialect.read_response(data, response.header_map)
-        record = await self._record(ctx, facts.usage, facts.tier_served, "ok", 200)
-        headers = self._headers(ctx, response.headers, record)
+        record = await self.record(ctx, facts.usage, facts.tier_served, "ok", 200)
+        headers = reply_headers(ctx, response.headers, record)
         return Reply(200, headers, data)
 
-    async def _assembled_reply(self, ctx: _Context, started: Started) -> Reply:
+    async def _assembled_reply(self, ctx: RequestContext, started: Started) -> Reply:
         """A non-streaming client served from the committed flex stream."""
         observer = started.observer
         try:
@@ -277,20 +230,20 @@ class Engine:
         if not observer.finished:
             return await self._broken_reply(ctx, UpstreamError("flex stream ended early"))
         body = observer.assemble()
-        record = await self._record(ctx, observer.usage, observer.tier_served, "ok", 200)
-        headers = self._headers(ctx, started.response.headers, record, content_type=True)
+        record = await self.record(ctx, observer.usage, observer.tier_served, "ok", 200)
+        headers = reply_headers(ctx, started.response.headers, record, content_type=True)
         return Reply(200, headers, body)
 
     def _stream_reply(
-        self, ctx: _Context, response: UpstreamResponse, started: Started | None
+        self, ctx: RequestContext, response: UpstreamResponse, started: Started | None
     ) -> Reply:
-        headers = self._headers(ctx, response.headers)
+        headers = reply_headers(ctx, response.headers)
         if started is not None and started.observer.tier_served is not None:
             headers.append(("x-flexroute-tier", str(started.observer.tier_served)))
         return Reply(200, headers, stream=self._relay(ctx, response, started))
 
     async def _relay(
-        self, ctx: _Context, response: UpstreamResponse, started: Started | None
+        self, ctx: RequestContext, response: UpstreamResponse, started: Started | None
     ) -> AsyncGenerator[bytes, None]:
         """Relay an SSE stream; the terminal event waits until the ledger has the record."""
         if started is None:
@@ -320,8 +273,8 @@ class Engine:
             await response.aclose()
             if status == "client_closed":
                 with anyio.CancelScope(shield=True):
-                    await self._record(ctx, observer.usage, observer.tier_served, status, 200)
-        record = await self._record(ctx, observer.usage, observer.tier_served, status, 200)
+                    await self.record(ctx, observer.usage, observer.tier_served, status, 200)
+        record = await self.record(ctx, observer.usage, observer.tier_served, status, 200)
         if status == "stream_broken":
             yield ctx.dialect.stream_error(
                 "The provider's stream broke off before it finished; the answer is incomplete. "
@@ -332,8 +285,8 @@ class Engine:
         comment = cost_comment(record) if ctx.dialect.sse_comments else b""
         yield b"".join(held) + comment
 
-    async def _broken_reply(self, ctx: _Context, error: Exception) -> Reply:
-        await self._record(ctx, None, None, "stream_broken", 502)
+    async def _broken_reply(self, ctx: RequestContext, error: Exception) -> Reply:
+        await self.record(ctx, None, None, "stream_broken", 502)
         return self.reject(
             ctx.dialect,
             RequestRejected(
@@ -346,69 +299,18 @@ class Engine:
         )
 
     async def _finish_error(
-        self, ctx: _Context, status: int, headers: Headers, body: bytes
+        self, ctx: RequestContext, status: int, headers: Headers, body: bytes
     ) -> Reply:
         """A provider error, recorded and relayed as the provider sent it."""
-        record = await self._record(ctx, None, None, "error", status)
-        return Reply(status, self._headers(ctx, headers, record), body)
-
-    async def _forward(self, call: Call, provider: str) -> Reply:
-        """Any other path of the provider's API: forwarded unchanged (compressed bytes and all)
-        and recorded without usage or fee once the answer has been relayed."""
-        body = loads_object(call.body) if call.body[:1] == b"{" else None
-        model = body.get("model") if body is not None else None
-        dialect = error_dialect(provider)
-        ctx = _Context(
-            call=call,
-            dialect=dialect,
-            body=body or {},
-            model=model if isinstance(model, str) else None,
-            prices=None,
-            decision=Decision(Route.PASSTHROUGH, Reason.NOT_ROUTED),
-            wants_stream=False,
-            wants_usage=False,
-            log=AttemptLog(call.received_at),
-            reason=Reason.NOT_ROUTED,
-        )
-        headers = [(k, v) for k, v in call.headers if k not in HOP_BY_HOP]
-        url = self._bases[provider] + call.path + (f"?{call.query}" if call.query else "")
-        began = self.clock()
-        try:
-            response = await self.upstream.send(
-                UpstreamRequest(call.method, url, headers, call.body)
-            )
-        except UpstreamConnectError as error:
-            raise RequestRejected(502, str(error), code="upstream_unreachable") from error
-        ctx.log.add("forward", began, self.clock(), "answered", response.status)
-        out = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
-        out += [
-            ("x-flexroute-request-id", call.request_id),
-            ("x-flexroute-route", str(Route.PASSTHROUGH)),
-            ("x-flexroute-reason", str(Reason.NOT_ROUTED)),
-        ]
-        return Reply(response.status, out, stream=self._forward_bytes(ctx, response))
-
-    async def _forward_bytes(
-        self, ctx: _Context, response: UpstreamResponse
-    ) -> AsyncGenerator[bytes, None]:
-        status = "client_closed"
-        try:
-            async for chunk in response.aiter_bytes():
-                yield chunk
-            status = "ok" if response.status < 400 else "error"
-        except UpstreamError:
-            status = "stream_broken"
-        finally:
-            await response.aclose()
-            with anyio.CancelScope(shield=True):
-                await self._record(ctx, None, None, status, response.status)
+        record = await self.record(ctx, None, None, "error", status)
+        return Reply(status, reply_headers(ctx, headers, record), body)
 
     # -- pieces ---------------------------------------------------------------------------
 
-    def _body_for(self, ctx: _Context, tier: Tier | None) -> bytes:
+    def _body_for(self, ctx: RequestContext, tier: Tier | None) -> bytes:
         """The body to send: the client's own bytes when nothing needs changing."""
         needs_usage = ctx.wants_stream and ctx.decision.route is not Route.PASSTHROUGH
-        untouched = tier is None and "start_within" not in ctx.body and not needs_usage
+        untouched = tier is None and START_WITHIN_KEYS.isdisjoint(ctx.body) and not needs_usage
         if untouched:
             return ctx.call.body
         return ctx.dialect.prepare(
@@ -416,47 +318,27 @@ class Engine:
         )
 
     def _request(
-        self, ctx: _Context, body: bytes, *, stream: bool, extra: Headers = ()
+        self, ctx: RequestContext, body: bytes, *, stream: bool, extra: Headers = ()
     ) -> UpstreamRequest:
-        headers = [(k, v) for k, v in ctx.call.headers if k not in _DROP_UPSTREAM]
-        headers += extra
+        # An attempt header flexroute sets replaces the client's own of that name, merged by
+        # the dialect (Gemini's X-Server-Timeout: the smaller of the two deadlines).
+        ours = {k: ctx.dialect.merge_attempt_header(k, v, ctx.call.header(k)) for k, v in extra}
+        headers = [(k, v) for k, v in ctx.call.headers if k not in _DROP_UPSTREAM and k not in ours]
+        headers += ours.items()
         headers.append(("accept-encoding", "identity"))
         if ctx.call.header("x-client-request-id") is None:
             headers.append(("x-client-request-id", ctx.call.request_id))
-        target = ctx.dialect.upstream_target(ctx.call.path, ctx.call.query, stream)
-        return UpstreamRequest("POST", self._bases[ctx.dialect.provider] + target, headers, body)
+        target = ctx.dialect.upstream_target(ctx.call.upstream_path, ctx.call.query, stream)
+        url = ctx.provider.upstream_url(self.base_url(ctx.provider), target)
+        return UpstreamRequest("POST", url, headers, body)
 
-    def _headers(
+    async def record(
         self,
-        ctx: _Context,
-        upstream_headers: Headers,
-        record: LedgerRecord | None = None,
-        *,
-        content_type: bool = False,
-    ) -> list[tuple[str, str]]:
-        out = [
-            (k, v)
-            for k, v in upstream_headers
-            if k not in _DROP_DOWNSTREAM and not (content_type and k == "content-type")
-        ]
-        if content_type:
-            out.append(("content-type", "application/json"))
-        out += [
-            ("x-flexroute-request-id", ctx.call.request_id),
-            ("x-flexroute-route", str(ctx.route)),
-        ]
-        if ctx.reason is not None:
-            out.append(("x-flexroute-reason", str(ctx.reason)))
-        if ctx.flex_wait is not None:
-            out.append(("x-flexroute-flex-wait-ms", str(round(ctx.flex_wait * 1000))))
-        if record is not None:
-            if record.tier_served is not None:
-                out.append(("x-flexroute-tier", record.tier_served))
-            out += money_headers(record)
-        return out
-
-    async def _record(
-        self, ctx: _Context, usage: Usage | None, tier_served: Tier | None, status: str, http: int
+        ctx: RequestContext,
+        usage: Usage | None,
+        tier_served: Tier | None,
+        status: str,
+        http: int,
     ) -> LedgerRecord:
         priced = price(
             ctx.prices,
