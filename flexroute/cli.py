@@ -140,6 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from flexroute.config import Settings
     from flexroute.ledger import open_store
+    from flexroute.providers import upstream_lines
     from flexroute.proxy import create_app
 
     settings = Settings()
@@ -172,6 +173,8 @@ def _serve(args: argparse.Namespace) -> int:
         f"(ledger: {_redacted(settings.database_url)})",
         flush=True,
     )
+    for line in upstream_lines(settings):
+        print(line, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 

@@ -114,6 +114,17 @@ class TestBaseUrls:
         assert fields["gemini_base_url"].default == "https://generativelanguage.googleapis.com"
         assert fields["anthropic_base_url"].default == "https://api.anthropic.com"
 
+    def test_serve_says_where_each_provider_goes(self) -> None:
+        """The start-up lines name each upstream URL, so a wrong base URL shows at once."""
+        settings = Settings(openai_base_url="http://127.0.0.1:9/v1/")
+        lines = list(flexroute.providers.upstream_lines(settings))
+        assert lines[-1] == (
+            "upstream openai: http://127.0.0.1:9/v1/… (FLEXROUTE_OPENAI_BASE_URL=http://127.0.0.1:9/v1)"
+        )
+        assert lines[0].startswith(
+            "upstream gemini: https://generativelanguage.googleapis.com/v1beta/"
+        )
+
     @pytest.mark.parametrize("suffix", ["", "/v1"])
     def test_the_wrapper_uses_the_upstream_setting_in_either_form(
         self, tmp_path: Path, emulator: Any, suffix: str

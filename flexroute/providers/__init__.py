@@ -9,8 +9,9 @@ a line to :data:`PROVIDERS`.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 
+from flexroute.config import Settings
 from flexroute.providers.anthropic import ANTHROPIC
 from flexroute.providers.base import Provider, api_root, origin
 from flexroute.providers.gemini import GEMINI
@@ -26,6 +27,7 @@ __all__ = [
     "by_name",
     "origin",
     "provider_for",
+    "upstream_lines",
 ]
 
 # Asked in order; OpenAI, whose API is "every other /v1/ path", comes last.
@@ -50,3 +52,13 @@ def provider_for(path: str, header_names: Collection[str], query: str) -> Provid
         if name is not None and any(p.split("=", 1)[0] == name for p in query.split("&")):
             return provider
     return OPENAI
+
+
+def upstream_lines(settings: Settings) -> Iterator[str]:
+    """Where each provider's requests will go, one line each, as ``serve`` logs at start:
+    a mistyped base URL shows before the first request 404s."""
+    for provider in PROVIDERS:
+        base: str = getattr(settings, provider.base_url_setting)
+        example = "/v1beta/models/…" if provider is GEMINI else "/v1/…"
+        env = f"FLEXROUTE_{provider.base_url_setting.upper()}"
+        yield f"upstream {provider.name}: {api_root(base)}{example} ({env}={base})"
