@@ -54,7 +54,8 @@ class Proxy:
 
 def make_settings(tmp_path: Path, emulator_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "openai_base_url": emulator_url,
+        # The form OpenAI users write (with /v1); tests/test_drop_in.py covers the others.
+        "openai_base_url": f"{emulator_url}/v1",
         "gemini_base_url": emulator_url,
         "anthropic_base_url": emulator_url,
         "database_url": f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
