@@ -23,7 +23,10 @@ def parse_start_within(value: object, *, field: str = "start_within") -> float:
     if isinstance(value, bool):
         seconds = None
     elif isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # a 400-digit integer: far beyond 15 minutes
+            seconds = None
     elif isinstance(value, str):
         text = value.strip()
         if _WHOLE.fullmatch(text):
@@ -47,9 +50,10 @@ def _quote(value: object) -> str:
     import json
 
     try:
-        return json.dumps(value)
+        text = json.dumps(value)
     except (TypeError, ValueError):
-        return repr(value)
+        text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def format_seconds(seconds: float) -> str:

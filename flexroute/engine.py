@@ -19,7 +19,7 @@ from flexroute.catalog import Catalog
 from flexroute.config import Settings
 from flexroute.context import RequestContext, reply_headers
 from flexroute.dialects import Dialect
-from flexroute.dialects.base import MISSING, loads_object
+from flexroute.dialects.base import MISSING, request_object
 from flexroute.dialects.sse import SSEDecoder
 from flexroute.errors import RequestRejected, UpstreamConnectError, UpstreamError
 from flexroute.forward import START_WITHIN_KEYS, Forwarder
@@ -102,17 +102,11 @@ class Engine:
         return Reply(error.status, headers, dialect.error_body(error))
 
     def _context(self, call: Call, provider: Provider, dialect: Dialect) -> RequestContext:
-        body = loads_object(call.body)
-        if body is None:
-            raise RequestRejected(
-                400,
-                "The request body is not a JSON object: send the provider's usual JSON request.",
-                code="invalid_json",
-            )
+        body = request_object(call.body)
         facts = dialect.read(body, call.path)
         prices = self.catalog.lookup(dialect.provider, facts.model) if facts.model else None
         # The SDK client's default budget yields to any start_within or non-flex tier in the call.
-        header, default = call.header("x-flex-start-within"), call.default_start_within
+        header, default = _start_within_header(call), call.default_start_within
         if header is None and default is not None and facts.start_within is MISSING:
             header = str(default) if facts.tier in (None, dialect.wire_tiers[Tier.FLEX]) else None
         reason = None
@@ -377,3 +371,18 @@ class Engine:
         if self.on_record is not None:
             self.on_record(record)
         return record
+
+
+def _start_within_header(call: Call) -> str | None:
+    """The ``x-flex-start-within`` header; sent twice with different values is a 400."""
+    values = {v.strip() for k, v in call.headers if k == "x-flex-start-within"}
+    if len(values) > 1:
+        shown = ", ".join(sorted(repr(v[:40]) for v in values))
+        raise RequestRejected(
+            400,
+            f"x-flex-start-within was sent more than once with different values ({shown}): "
+            "send it once.",
+            code="conflicting_start_within",
+            param="x-flex-start-within",
+        )
+    return values.pop() if values else None

@@ -313,7 +313,7 @@ class TestBadInput:
         assert response.status_code == 400
         error = response.json()["error"]
         assert error["code"] == "invalid_json"
-        assert "not a JSON object" in error["message"]
+        assert "not valid JSON" in error["message"]
         assert emulator.log() == []
 
     def test_header_start_within_is_accepted(self, proxy: Proxy) -> None:

@@ -123,15 +123,47 @@ class Dialect(ABC):
 
 
 def dumps(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800"): escaped, as the client wrote it
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def loads_object(data: bytes | str) -> JSONDict | None:
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def request_object(data: bytes) -> JSONDict:
+    """A client's JSON request body, or a 400 saying what is wrong with it."""
+    try:
+        obj = json.loads(data)
+    except RecursionError:
+        raise RequestRejected(
+            400,
+            "The request body is JSON nested too deeply to read: send the provider's usual "
+            "JSON request.",
+            code="invalid_json",
+        ) from None
+    except ValueError as error:
+        raise RequestRejected(
+            400,
+            f"The request body is not valid JSON ({error}): send the provider's usual JSON "
+            "request.",
+            code="invalid_json",
+        ) from None
+    if not isinstance(obj, dict):
+        raise RequestRejected(
+            400,
+            f"The request body is a JSON {type(obj).__name__}, not an object: send the "
+            "provider's usual JSON request.",
+            code="invalid_json",
+        )
+    return obj
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:

@@ -134,5 +134,9 @@ def tool_name(body: Mapping[str, Any]) -> str:
 
 
 def dumps(obj: object) -> bytes:
-    """Compact JSON, as the providers send it."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON, as the providers send it (a lone surrogate echoed back escaped)."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode()

@@ -27,32 +27,60 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+# Both backends store 64-bit integers; a value beyond them is hostile input, not money.
+_INT_MAX = 2**63 - 1
+_TEXT_MAX = 512  # model names, endpoints and reasons come from clients: bounded
+
+
 def _pico(amount: Any) -> int | None:
     return None if amount is None else to_pico(amount)
 
 
+def _text(value: str | None) -> str | None:
+    """Text any database accepts: a lone surrogate (``"\\ud800"`` in JSON) becomes ``?``, a
+    NUL U+FFFD, and client-supplied text is cut at ``_TEXT_MAX`` characters."""
+    if value is None:
+        return None
+    clean = value.encode("utf-8", "replace").decode("utf-8").replace("\0", "\ufffd")
+    return clean[:_TEXT_MAX]
+
+
+def _int(value: int | None) -> int | None:
+    return None if value is None else max(-_INT_MAX, min(_INT_MAX, value))
+
+
+def _money(r: LedgerRecord) -> tuple[int | None, int | None, int, int]:
+    """Costs, saving and fee in pico-USD; an amount no 64-bit column holds (a forged usage
+    count) leaves the request unpriced rather than stopping the writer."""
+    amounts = (_pico(r.standard_cost), _pico(r.actual_cost), to_pico(r.saving), to_pico(r.fee))
+    if any(a is not None and abs(a) > _INT_MAX for a in amounts):
+        return None, None, 0, 0
+    standard, actual, saving, fee = amounts
+    assert saving is not None
+    assert fee is not None
+    return standard, actual, saving, fee
+
+
 def to_row(r: LedgerRecord) -> tuple[Any, ...]:
+    """The record as a row both backends can always store (see :func:`_text`, :func:`_money`)."""
     return (
-        r.request_id,
-        r.org_id,
-        r.key_id,
-        r.provider,
-        r.endpoint,
-        r.model,
-        r.route,
-        r.reason,
-        r.tier_requested,
-        r.tier_served,
-        r.start_within_ms,
-        r.flex_wait_ms,
-        r.attempts,
+        _text(r.request_id),
+        _text(r.org_id),
+        _text(r.key_id),
+        _text(r.provider),
+        _text(r.endpoint),
+        _text(r.model),
+        _text(r.route),
+        _text(r.reason),
+        _text(r.tier_requested),
+        _text(r.tier_served),
+        _int(r.start_within_ms),
+        _int(r.flex_wait_ms),
+        _int(r.attempts),
         None if r.usage is None else json.dumps(r.usage.as_dict()),
-        _pico(r.standard_cost),
-        _pico(r.actual_cost),
-        to_pico(r.saving),
-        to_pico(r.fee),
-        r.status,
-        r.http_status,
+        *_money(r),
+        _text(r.status),
+        _int(r.http_status),
         r.received_at.astimezone(dt.UTC).isoformat(),
         r.completed_at.astimezone(dt.UTC).isoformat(),
         json.dumps(list(r.attempt_log)),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import queue
 import sqlite3
 import threading
@@ -112,6 +113,11 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+log = logging.getLogger("flexroute.ledger")
+# How long a request waits for the writer to confirm its record: a stuck disk or a dead
+# writer turns into a LedgerError, never a request that hangs for ever.
+WRITE_TIMEOUT = 30.0
+
 
 class SQLiteStore:
     """Records go through one writer thread that commits whatever has queued up in one
@@ -138,10 +144,17 @@ class SQLiteStore:
         self._writer.start()
 
     async def record(self, record: LedgerRecord) -> bool:
+        if not self._writer.is_alive():
+            raise LedgerError("the ledger writer has stopped; the record was not written")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         self._queue.put(_Write(_to_row(record), loop, done))
-        return await asyncio.shield(done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(done), WRITE_TIMEOUT)
+        except TimeoutError:
+            raise LedgerError(
+                f"the ledger did not confirm the write within {WRITE_TIMEOUT:g} s"
+            ) from None
 
     def _write_loop(self) -> None:
         while True:
@@ -158,7 +171,11 @@ class SQLiteStore:
                     self._queue.put(None)  # finish this batch, then stop
                     break
                 batch.append(item)
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except Exception as exc:  # the writer outlives any one batch
+                log.exception("flexroute: ledger batch failed")
+                _resolve_all(batch, LedgerError(f"ledger write failed: {exc}"))
 
     def _commit(self, batch: list[_Write]) -> None:
         placeholders = ", ".join("?" * len(batch[0].row))
@@ -177,9 +194,12 @@ class SQLiteStore:
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
-        except sqlite3.Error as exc:
-            error = LedgerError(f"ledger write failed: {exc}")
-            results = [error] * len(batch)
+        except (sqlite3.Error, ValueError, OverflowError) as exc:
+            if len(batch) > 1:  # one bad record must not fail the others: one at a time
+                for write in batch:
+                    self._commit([write])
+                return
+            results = [LedgerError(f"ledger write failed: {exc}")]
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[bool], Any]]] = {}
         for write, result in zip(batch, results, strict=True):
             by_loop.setdefault(write.loop, []).append((write.done, result))
@@ -330,6 +350,12 @@ class _Write:
     row: tuple[Any, ...]
     loop: asyncio.AbstractEventLoop
     done: asyncio.Future[bool]
+
+
+def _resolve_all(batch: list[_Write], error: BaseException) -> None:
+    for write in batch:
+        outcome: list[tuple[asyncio.Future[bool], bool | BaseException]] = [(write.done, error)]
+        write.loop.call_soon_threadsafe(_resolve, outcome)
 
 
 def _resolve(outcomes: list[tuple[asyncio.Future[bool], bool | BaseException]]) -> None:
