@@ -27,7 +27,7 @@ import logging
 import threading
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import anyio
@@ -305,7 +305,7 @@ class FlexTransport(httpx2.BaseTransport):
     def __init__(self, options: FlexOptions) -> None:
         self._core = _Core(options)
         self._lock = threading.Lock()
-        self._stack: ExitStack | None = None
+        self._loop: _LoopThread | None = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._runtime: Runtime | None = None
         self._streams: set[_SyncReplyStream] = set()
@@ -316,12 +316,8 @@ class FlexTransport(httpx2.BaseTransport):
             if self._closed:
                 raise RuntimeError("this flexroute transport is closed")
             if self._portal is None:
-                stack = ExitStack()
-                portal = anyio.from_thread.start_blocking_portal(
-                    name="flexroute-sdk", backend_options={"use_uvloop": _HAS_UVLOOP}
-                )
-                self._portal = stack.enter_context(portal)
-                self._stack = stack
+                self._loop = _LoopThread()
+                self._portal = self._loop.portal
             return self._portal
 
     async def _handle(
@@ -348,16 +344,58 @@ class FlexTransport(httpx2.BaseTransport):
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            portal, stack = self._portal, self._stack
-            self._portal = self._stack = None
-        if portal is None or stack is None:
+            loop, portal = self._loop, self._portal
+            self._loop = self._portal = None
+        if loop is None or portal is None:
             return
-        with stack:
+        try:
             for stream in list(self._streams):
                 stream.close()
             runtime, self._runtime = self._runtime, None
             if runtime is not None:
                 portal.call(runtime.aclose)
+        finally:
+            loop.stop()
+
+
+class _LoopThread:
+    """The sync transport's event loop, on a *daemon* thread: a script that never calls
+    ``close()`` still exits (anyio's own portal runs in a pool thread that the interpreter
+    joins at exit, so it would hang there). ``stop()`` ends the loop and joins the thread."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+        self._thread = threading.Thread(target=self._run, name="flexroute-sdk", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    @property
+    def portal(self) -> anyio.from_thread.BlockingPortal:
+        assert self._portal is not None
+        return self._portal
+
+    def _run(self) -> None:
+        async def main() -> None:
+            async with anyio.from_thread.BlockingPortal() as portal:
+                self._portal = portal
+                self._ready.set()
+                await portal.sleep_until_stopped()
+
+        try:
+            anyio.run(main, backend_options={"use_uvloop": _HAS_UVLOOP})
+        except BaseException as error:  # reported to the thread that started the loop
+            self._failure = error
+        finally:
+            self._ready.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self.portal.call(self.portal.stop)
+            self._thread.join(timeout)
 
 
 class _SyncReplyStream(httpx2.SyncByteStream):

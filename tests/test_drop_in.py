@@ -402,3 +402,29 @@ class TestOneEngine:
             assert reply.choices[0].message.content
         finally:
             client.close()
+
+
+class TestExit:
+    def test_a_script_that_never_closes_its_wrapped_client_exits(
+        self, tmp_path: Path, emulator: Any
+    ) -> None:
+        """The sync wrapper's loop thread never keeps the interpreter alive."""
+        import subprocess
+        import sys
+
+        script = tmp_path / "script.py"
+        script.write_text(
+            "import openai, flexroute\n"
+            "from flexroute import Settings\n"
+            f"settings = Settings(database_url='sqlite:///{tmp_path / 'l.sqlite3'}')\n"
+            f"bare = openai.OpenAI(api_key='sk-1', base_url='{emulator.base_url}/v1')\n"
+            "client = flexroute.wrap(bare, start_within='5s', settings=settings)\n"
+            "reply = client.chat.completions.create(model='gpt-5-mini',\n"
+            "    messages=[{'role': 'user', 'content': 'hi'}])\n"
+            "print(reply.choices[0].message.content is not None)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "True"
