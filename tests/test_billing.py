@@ -25,6 +25,7 @@ from flexroute.billing.processors import ChargeResult
 from flexroute.billing.run import billing_run
 from flexroute.billing.state import card_updated, mark_failed
 from flexroute.engine import Call
+from flexroute.errors import PaymentError
 from flexroute.ledger import ACTIVE, PAST_DUE, Org, open_store, period_of
 from flexroute.money import from_pico
 from flexroute.proxy import create_app
@@ -340,3 +341,47 @@ class TestUsageViews:
         ]
         filtered = billing_proxy.get("/flexroute/v1/usage?org=nobody")
         assert filtered == {"data": []}
+
+
+class UnreachableFor(ScriptedProcessor):
+    """The processor cannot be asked about the orgs in ``unreachable`` (outcome unknown)."""
+
+    def __init__(self, unreachable: set[str]) -> None:
+        super().__init__()
+        self.unreachable = unreachable
+
+    async def charge(
+        self, org: Org, amount: Decimal, *, idempotency_key: str, invoice_id: str
+    ) -> ChargeResult:
+        if org.org_id in self.unreachable:
+            raise PaymentError("the processor timed out")
+        return await super().charge(
+            org, amount, idempotency_key=idempotency_key, invoice_id=invoice_id
+        )
+
+
+class TestBillingRunIsolation:
+    def test_one_orgs_payment_error_does_not_stop_the_others(self, tmp_path: Path) -> None:
+        """Each org is charged; the one whose charge could not be asked is reported, its
+        invoice left charging for the next run."""
+
+        async def main() -> list[Any]:
+            store = open_store(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+            try:
+                for i, org in enumerate(("acme", "globex", "initech")):
+                    seeded = dataclasses.replace(record(f"r{i}", fee="25"), org_id=org)
+                    await store.record(seeded)
+                processor = UnreachableFor({"globex"})
+                outcomes = await billing_run(
+                    store, processor, at=dt.datetime.now(dt.UTC), threshold=THRESHOLD
+                )
+                return [(o.org_id, o.invoice and o.invoice.status, o.error) for o in outcomes]
+            finally:
+                await store.aclose()
+
+        outcomes = anyio.run(main)
+        assert sorted(outcomes) == [
+            ("acme", "paid", None),
+            ("globex", "charging", "the processor timed out"),
+            ("initech", "paid", None),
+        ]

@@ -97,6 +97,7 @@ class TestStripeProcessor:
             org = await add_card(store, processor, "good", payment_method(localstripe, SUCCEEDS))
             assert (org.card_status, org.state) == ("valid", ACTIVE)
             [outcome] = await billing_run(store, processor, at=NOV, threshold=Decimal(20))
+            assert outcome.invoice is not None
             assert outcome.invoice.status == "paid"
             assert outcome.invoice.reference is not None
             assert outcome.invoice.reference.startswith("pi_")
@@ -116,6 +117,7 @@ class TestStripeProcessor:
             await owe(store, "bad", "30")
             await add_card(store, processor, "bad", payment_method(localstripe, CHARGE_DECLINED))
             [outcome] = await billing_run(store, processor, at=NOV, threshold=Decimal(20))
+            assert outcome.invoice is not None
             assert outcome.invoice.status == "failed"
             assert outcome.invoice.reason == "card_declined"
             org = await store.org("bad")
@@ -142,6 +144,7 @@ class TestStripeProcessor:
         async def steps(store: Store) -> None:
             await owe(store, "nocard", "20")
             [outcome] = await billing_run(store, processor, at=NOV, threshold=Decimal(20))
+            assert outcome.invoice is not None
             assert outcome.invoice.reason == "no_card"
             assert (await store.org("nocard")).state == PAST_DUE
 
@@ -164,6 +167,7 @@ class TestWebhooks:
         async def steps(store: Store) -> None:
             await owe(store, "hook", "25")
             [outcome] = await billing_run(store, processor, at=NOV, threshold=Decimal(20))
+            assert outcome.invoice is not None
             assert outcome.invoice.reason == "no_card"
             event = {
                 "id": "evt_1",

@@ -5,6 +5,11 @@ month's end reach the threshold gets one invoice (the store's ``claim_invoice`` 
 transaction guarded by ``UNIQUE (org_id, period)``, so a second run, or a concurrent one in
 another process, claims nothing); only the claimant asks the processor to charge it. Balances
 under the threshold stay uncharged and carry over into the next month.
+
+One organisation's failure never stops the run for the others: a processor that cannot be
+asked (:class:`~flexroute.errors.PaymentError`, outcome unknown) leaves that invoice
+``charging`` — a later run asks again with the same idempotency key — and the run reports it
+as that organisation's ``error`` and goes on.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from flexroute.billing.processors import PaymentProcessor
+from flexroute.errors import PaymentError
 from flexroute.ledger import Invoice, Store, period_of
 
 STALE_AFTER = dt.timedelta(minutes=15)
@@ -23,11 +29,20 @@ _STATUS = {"succeeded": "paid", "failed": "failed", "pending": "open"}
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
+    """What the run did for one organisation: an invoice charged, or the error that stopped
+    its charge (``invoice`` is then the one left ``charging``, if it was claimed)."""
+
     org_id: str
-    invoice: Invoice
+    invoice: Invoice | None
+    error: str | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {"org_id": self.org_id, **self.invoice.to_json()}
+        out: dict[str, object] = {"org_id": self.org_id}
+        if self.invoice is not None:
+            out.update(self.invoice.to_json())
+        if self.error is not None:
+            out["error"] = self.error
+        return out
 
 
 async def charge_invoice(
@@ -64,15 +79,19 @@ async def billing_run(
     """Charge every due organisation for the period containing ``at``; return what this run
     charged (nothing for organisations already invoiced for the period)."""
     period, end = period_of(at)
-    outcomes = []
+    outcomes: list[RunOutcome] = []
     for org_id in await store.org_ids():
-        for stale in await _stale(store, org_id):
-            outcomes.append(RunOutcome(org_id, await charge_invoice(store, processor, stale)))
-        invoice = await store.claim_invoice(org_id, period, end, threshold)
-        if invoice is None:
-            continue
-        settled = await charge_invoice(store, processor, invoice, on_change)
-        outcomes.append(RunOutcome(org_id, settled))
+        invoice: Invoice | None = None
+        try:
+            for invoice in await _stale(store, org_id):
+                outcomes.append(RunOutcome(org_id, await charge_invoice(store, processor, invoice)))
+            invoice = await store.claim_invoice(org_id, period, end, threshold)
+            if invoice is None:
+                continue
+            settled = await charge_invoice(store, processor, invoice, on_change)
+            outcomes.append(RunOutcome(org_id, settled))
+        except PaymentError as error:
+            outcomes.append(RunOutcome(org_id, invoice, error=str(error)))
     return outcomes
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 
 from flexroute.billing.choose import processor_for
 from flexroute.billing.run import billing_run
@@ -21,7 +22,10 @@ async def run(at: str | None) -> int:
             store, processor, at=when, threshold=settings.billing_threshold_usd
         )
     print(json.dumps([outcome.to_json() for outcome in outcomes], indent=2))
-    return 0
+    errors = [outcome for outcome in outcomes if outcome.error is not None]
+    for outcome in errors:
+        print(f"flexroute: billing {outcome.org_id}: {outcome.error}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 async def paid(org_id: str) -> int:
