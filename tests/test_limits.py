@@ -26,6 +26,7 @@ from flexroute.limits.memory import MemoryLimiter
 from flexroute.limits.redis import RedisLimiter
 from flexroute.testing import RunningEmulator
 from tests.gateway_env import SECRET, gateway_settings, running_gateway, seed
+from tests.tcp_cutter import tcp_cutter
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).parent.parent
@@ -210,6 +211,41 @@ class TestRedisDown:
         assert verdict.allowed
         assert again.remaining == 3
         assert fallbacks == 2
+
+
+class TestRedisReset:
+    def test_connections_reset_mid_flight_never_raise(self, redis_prefix: str) -> None:
+        """Redis connections reset (RST) under load: every hit still gets a verdict."""
+        with tcp_cutter("127.0.0.1", 6379) as cutter:
+
+            async def main() -> tuple[int, int, list[BaseException]]:
+                limiter = RedisLimiter(
+                    f"redis://127.0.0.1:{cutter.port}/0", prefix=redis_prefix, retry_after=0.05
+                )
+                verdicts, errors = 0, []
+
+                async def hit(i: int) -> None:
+                    nonlocal verdicts
+                    try:
+                        await limiter.hit(f"key_{i % 7}", 10_000)
+                        verdicts += 1
+                    except BaseException as error:  # what the proxy would turn into a 500
+                        errors.append(error)
+
+                for round_ in range(20):
+                    async with anyio.create_task_group() as tg:
+                        for i in range(40):
+                            tg.start_soon(hit, i)
+                        await anyio.sleep(0.002 * (round_ % 5))
+                        cutter.cut()
+                    await anyio.sleep(0.06)
+                await limiter.aclose()
+                return verdicts, limiter.fallbacks, errors
+
+            verdicts, fallbacks, errors = anyio.run(main)
+        assert errors == []
+        assert verdicts == 800
+        assert fallbacks > 0  # the cuts were felt
 
 
 def fetch_status(url: str, path: str, token: str) -> tuple[int, str]:

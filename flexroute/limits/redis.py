@@ -80,7 +80,9 @@ class RedisLimiter:
         try:
             with anyio.fail_after(self._deadline):
                 count, reset = await self._script(keys=[name], args=[WINDOW_SECONDS])
-        except (RedisError, OSError, TimeoutError) as error:
+        # A connection reset mid-reply can surface as a half-read (EOFError) or an unparsable
+        # reply (ValueError) as well as Redis's own errors: each is "Redis is unavailable".
+        except (RedisError, OSError, TimeoutError, EOFError, ValueError) as error:
             log.warning(
                 "flexroute: Redis rate limiter unreachable (%s); enforcing limits per replica "
                 "for %.0f s",
