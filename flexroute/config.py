@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     anthropic_base_url: str = "https://api.anthropic.com"
     database_url: str = Field(default_factory=default_database_url)
     redis_url: str | None = None
+    # Where records wait when the store cannot take them (flexroute.ledger.spool); default:
+    # next to the SQLite file, or in the data directory for PostgreSQL.
+    spool_path: str | None = None
+    ledger_write_timeout: float = Field(default=2.0, gt=0)
     secret_key: SecretStr | None = None
     secret_key_previous: SecretStr | None = None  # comma-separated old secrets, for rotation
     admin_key: SecretStr | None = None  # gateway mode: Bearer credential for GET /metrics

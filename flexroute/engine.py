@@ -24,6 +24,7 @@ from flexroute.dialects.sse import SSEDecoder
 from flexroute.errors import RequestRejected, UpstreamConnectError, UpstreamError
 from flexroute.forward import START_WITHIN_KEYS, Forwarder
 from flexroute.ledger.base import LedgerRecord, Store
+from flexroute.ledger.spool import RecordSink
 from flexroute.providers import Provider
 from flexroute.routing.decide import Decision, Reason, Route, decide
 from flexroute.routing.flex import AttemptLog, GaveUp, ProviderError, Started, run_flex
@@ -48,6 +49,7 @@ class Engine:
         clock: Callable[[], float] = anyio.current_time,
         on_record: Callable[[LedgerRecord], None] | None = None,
         gate: Gate | None = None,
+        sink: RecordSink | None = None,
     ) -> None:
         self.settings = settings
         self.on_record = on_record
@@ -55,6 +57,7 @@ class Engine:
         self.catalog = catalog
         self.upstream = upstream
         self.store = store
+        self.sink: RecordSink = sink or store  # where records are written (see ledger/spool.py)
         self.clock = clock
         self._forwarder = Forwarder(self)
 
@@ -350,7 +353,8 @@ class Engine:
             endpoint=ctx.call.path,
             model=ctx.model,
             route=str(ctx.route),
-            reason=None if ctx.reason is None else str(ctx.reason),
+            # an unpriced modality/cache write explains the missing costs; it wins
+            reason=priced.reason or (None if ctx.reason is None else str(ctx.reason)),
             tier_requested=ctx.decision.tier_requested,
             tier_served=None if tier_served is None else str(tier_served),
             start_within_ms=None if start_within is None else round(start_within * 1000),
@@ -367,7 +371,7 @@ class Engine:
             completed_at=dt.datetime.now(dt.UTC),
             attempt_log=tuple(ctx.log.entries),
         )
-        await self.store.record(record)
+        await self.sink.record(record)  # the store, or its spool when the store is down
         if self.on_record is not None:
             self.on_record(record)
         return record

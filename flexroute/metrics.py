@@ -29,7 +29,8 @@ class Metrics:
             self.flex_wait_ms_sum += record.flex_wait_ms
             self.flex_wait_count += 1
 
-    def render(self) -> str:
+    def render(self, gauges: dict[str, tuple[str, int]] | None = None) -> str:
+        """Prometheus text; ``gauges`` adds ``flexroute_<name>`` gauges (help, value)."""
         lines = [
             "# HELP flexroute_requests_total Requests that reached a provider.",
             "# TYPE flexroute_requests_total counter",
@@ -53,6 +54,9 @@ class Metrics:
             name = f"flexroute_{event}_total"
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
             lines.append(f"{name} {self.events[event]}")
+        for gauge, (help_text, value) in (gauges or {}).items():
+            name = f"flexroute_{gauge}"
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
         return "\n".join(lines) + "\n"
 
 

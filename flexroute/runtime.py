@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import anyio
+
 from flexroute.billing.gate import BillingGate
 from flexroute.catalog import Catalog, default_catalog
 from flexroute.config import Settings
 from flexroute.engine import Engine
-from flexroute.ledger import LedgerRecord, Store, open_store
+from flexroute.ledger import LedgerRecord, SpooledWriter, Store, open_store, spool_path_for
 from flexroute.limits import Limiter, limiter_for
 from flexroute.metrics import Metrics
 from flexroute.upstream import AiohttpUpstream, Upstream
@@ -30,12 +32,15 @@ class Runtime:
     settings: Settings
     engine: Engine
     store: Store
+    writer: SpooledWriter
     upstream: Upstream
     metrics: Metrics
     gate: BillingGate
     limiter: Limiter
 
     async def aclose(self) -> None:
+        with anyio.move_on_after(5):  # what the store can take back before it closes
+            await self.writer.replay()
         await self.upstream.aclose()
         await self.limiter.aclose()
         await self.store.aclose()
@@ -67,6 +72,11 @@ def build_runtime(
         if on_record is not None:
             on_record(record)
 
+    writer = SpooledWriter(
+        store,
+        spool_path_for(settings.database_url, settings.spool_path),
+        write_timeout=settings.ledger_write_timeout,
+    )
     engine = Engine(
         settings,
         catalog or default_catalog(),
@@ -74,5 +84,6 @@ def build_runtime(
         store,
         on_record=recorded,
         gate=gate,
+        sink=writer,
     )
-    return Runtime(settings, engine, store, upstream, metrics, gate, limiter)
+    return Runtime(settings, engine, store, writer, upstream, metrics, gate, limiter)

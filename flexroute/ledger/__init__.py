@@ -13,7 +13,8 @@ from flexroute.ledger.base import (
     UsageRow,
     period_of,
 )
-from flexroute.ledger.open import open_store
+from flexroute.ledger.open import open_store, spool_path_for
+from flexroute.ledger.spool import SpooledWriter
 
 __all__ = [
     "ACTIVE",
@@ -21,8 +22,10 @@ __all__ = [
     "Invoice",
     "LedgerRecord",
     "Org",
+    "SpooledWriter",
     "Store",
     "UsageRow",
     "open_store",
     "period_of",
+    "spool_path_for",
 ]

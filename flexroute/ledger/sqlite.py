@@ -192,7 +192,8 @@ class SQLiteStore:
                         results.append(self._db.execute(sql, write.row).rowcount == 1)
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite ends it itself on a full disk
+                        self._db.execute("ROLLBACK")
                     raise
         except (sqlite3.Error, ValueError, OverflowError) as exc:
             if len(batch) > 1:  # one bad record must not fail the others: one at a time

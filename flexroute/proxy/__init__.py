@@ -56,6 +56,7 @@ def create_app(
         gateway,
         on_shutdown=runtime.aclose,
         stripe_webhook=webhook,
+        writer=runtime.writer,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from flexroute import __version__
 from flexroute.engine import Call, Engine, Reply
 from flexroute.errors import RequestRejected
+from flexroute.ledger.spool import SpooledWriter
 from flexroute.metrics import Metrics
 from flexroute.providers import OPENAI, Provider, provider_for
 from flexroute.proxy import billing
@@ -45,8 +46,10 @@ class ProxyApp:
         gateway: Gateway,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         stripe_webhook: billing.WebhookHandler | None = None,
+        writer: SpooledWriter | None = None,
     ) -> None:
         self.engine = engine
+        self.writer = writer
         self.stripe_webhook = stripe_webhook
         self.auth = auth
         self.gateway = gateway
@@ -145,9 +148,12 @@ class ProxyApp:
         elif scope["method"] != "GET":
             await _not_found(send, path)
         elif path == "/flexroute/v1/health":
-            await send_json(
-                send, 200, json.dumps({"status": "ok", "version": __version__}).encode()
-            )
+            health: dict[str, Any] = {"status": "ok", "version": __version__}
+            if self.writer is not None:
+                health["ledger"] = self._ledger_state()
+            await send_json(send, 200, json.dumps(health).encode())
+        elif path == "/flexroute/v1/ready":
+            await self._ready(send)
         elif path == "/metrics":
             await self._metrics(scope, send)
         elif path == "/flexroute/v1/usage":
@@ -168,6 +174,29 @@ class ProxyApp:
         else:
             await _not_found(send, path)
 
+    def _ledger_state(self) -> dict[str, Any]:
+        assert self.writer is not None
+        stats = self.writer.statistics()
+        return {
+            "store": "down" if self.writer.store_down else "up",
+            "spool_depth": stats["depth"],
+            "spooled": stats["spooled"],
+            "replayed": stats["replayed"],
+            "lost": stats["lost"],
+        }
+
+    async def _ready(self, send: Send) -> None:
+        """Readiness for load balancers: records can be kept (the store takes them, or the
+        spool does and has lost none). ``health`` stays liveness."""
+        checks: dict[str, Any] = {}
+        ready = True
+        if self.writer is not None:
+            checks["ledger"] = self._ledger_state()
+            ready = not (self.writer.store_down and not self.writer.spool_writable())
+            ready = ready and self.writer.lost == 0
+        body = {"status": "ready" if ready else "not_ready", "checks": checks}
+        await send_json(send, 200 if ready else 503, json.dumps(body).encode())
+
     async def _metrics(self, scope: Scope, send: Send) -> None:
         if await self.gateway.enabled() and not self.gateway.is_admin(request_headers(scope)):
             error = RequestRejected(
@@ -178,7 +207,15 @@ class ProxyApp:
             )
             await send_reply(send, self._reject(OPENAI, error, "-"))
             return
-        body = self.metrics.render().encode()
+        gauges = {}
+        if self.writer is not None:
+            stats = self.writer.statistics()
+            gauges = {
+                "ledger_spool_depth": ("Records waiting in the ledger spool.", stats["depth"]),
+                "ledger_records_lost": ("Records neither the store nor the spool took.",
+                                        stats["lost"]),
+            }  # fmt: skip
+        body = self.metrics.render(gauges).encode()
         await send_reply(send, _reply(200, body, "text/plain; version=0.0.4; charset=utf-8"))
 
 
