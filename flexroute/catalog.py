@@ -4,14 +4,22 @@ Each provider's file lists models with prices in USD per 1M tokens, per service 
 (``standard``, ``flex``, ``priority``), written as decimal *strings* with at most six decimal
 places, so that every cost is a whole number of pico-USD (``pricing/README.md`` documents the
 format and where each figure comes from). Files are validated by pydantic models at the edge and
-turned into the frozen dataclasses below; every problem is a :class:`~flexroute.errors.CatalogError`
-naming the file, the model and the field.
+turned into the frozen dataclasses of :mod:`flexroute.prices` (re-exported here); every problem
+is a :class:`~flexroute.errors.CatalogError` naming the file, the model and the field.
 
 How a call is priced (:meth:`ModelPrices.cost`):
 
 * uncached prompt tokens at ``input``, cache reads at ``cached_input``;
-* cache writes at ``cache_write`` (``cache_write_1h`` for long-lived writes); a tier that lists
-  no cache-write price bills writes as plain input (OpenAI before GPT-5.6, Gemini);
+* cache writes at ``cache_write`` (Anthropic's 5-minute, OpenAI's 30-minute writes),
+  ``cache_write_1h`` (Anthropic's 1-hour) and ``cache_write_12h`` (OpenAI's 12-hour writes). A
+  model whose tiers list no ``cache_write`` does not bill writes separately and prices them as
+  plain input (OpenAI before GPT-5.6, Gemini); a model that does list it lists it on every tier
+  (the loader checks), and a write duration it has no price for is *unpriced*, never guessed;
+* modalities: ``input``/``cached_input`` price the prompt modalities the model lists in
+  ``input_modalities`` (default: text); audio outside that list is priced at ``input_audio``/
+  ``cached_input_audio`` where the tier has them; output modalities other than those in
+  ``output_modalities`` (default: text) have no price. A modality without a price makes the
+  whole call unpriced (:class:`UnpricedUsageError`, reason ``model-unpriced-modality``);
 * output, including reasoning tokens, at ``output``;
 * when the prompt (``usage.input_tokens``) is *above* a model's ``long_context_threshold``, the
   whole request — every token, output included — is priced at the long-context rates.
@@ -26,9 +34,8 @@ import datetime
 import functools
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal, Inexact, localcontext
+from collections.abc import Iterable
+from decimal import Decimal
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -38,11 +45,27 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flexroute.errors import CatalogError
-from flexroute.money import PICO
+from flexroute.prices import (
+    UNPRICED_CACHE_WRITE,
+    UNPRICED_MODALITY,
+    ModelPrices,
+    Override,
+    TierPrices,
+    UnpricedUsageError,
+)
 from flexroute.table import render_table
-from flexroute.usage import Tier, Usage
+from flexroute.usage import Tier
 
-__all__ = ["Catalog", "ModelPrices", "TierPrices", "default_catalog"]
+__all__ = [
+    "UNPRICED_CACHE_WRITE",
+    "UNPRICED_MODALITY",
+    "Catalog",
+    "ModelPrices",
+    "Override",
+    "TierPrices",
+    "UnpricedUsageError",
+    "default_catalog",
+]
 
 MAX_PRICE_PLACES = 6
 _DECIMAL = re.compile(r"-?\d+(?:\.\d+)?")
@@ -51,83 +74,9 @@ _PROVIDER_ALIASES = {"google": "gemini"}
 _TIER_ORDER = (Tier.STANDARD, Tier.FLEX, Tier.PRIORITY)
 _TABLE_HEADERS = ("provider", "model", "tier", "input", "cached", "cache write", "output", "long")
 _TABLE_LEGEND = (
-    "USD per 1M tokens. cache write: short/long-lived write price ('-': billed as input).\n"
+    "USD per 1M tokens. cache write: short/1h/12h write prices ('-': billed as input).\n"
     "long: a prompt above this many input tokens reprices the whole request (rows '>N')."
 )
-
-
-@dataclass(frozen=True, slots=True)
-class TierPrices:
-    """Prices of one model at one tier, USD per 1M tokens; ``None`` cache writes bill as input."""
-
-    input: Decimal
-    cached_input: Decimal
-    output: Decimal
-    cache_write: Decimal | None = None
-    cache_write_1h: Decimal | None = None
-
-    def cost(self, usage: Usage) -> Decimal:
-        """The exact USD cost of ``usage`` at these prices, quantized to a pico-USD."""
-        write = self.input if self.cache_write is None else self.cache_write
-        write_1h = write if self.cache_write_1h is None else self.cache_write_1h
-        with localcontext() as ctx:
-            ctx.prec = 60
-            ctx.traps[Inexact] = True
-            per_million = (
-                usage.uncached_input_tokens * self.input
-                + usage.cached_input_tokens * self.cached_input
-                + usage.cache_write_tokens * write
-                + usage.cache_write_1h_tokens * write_1h
-                + usage.output_tokens * self.output
-            )
-            return per_million.scaleb(-6).quantize(PICO)
-
-
-@dataclass(frozen=True, slots=True)
-class ModelPrices:
-    """Everything the catalog knows about the price of one model."""
-
-    provider: str  # "openai" | "gemini" | "anthropic"
-    model: str
-    tiers: Mapping[Tier, TierPrices]
-    long_context_threshold: int | None  # input tokens; above it the whole request is repriced
-    long_context_tiers: Mapping[Tier, TierPrices]
-    source: str
-    checked: datetime.date
-    aliases: tuple[str, ...] = ()
-    notes: str = ""
-    _lookup_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if Tier.STANDARD not in self.tiers:
-            raise CatalogError(f'{self.provider} model "{self.model}" has no standard price')
-        if self.long_context_tiers and self.long_context_threshold is None:
-            raise CatalogError(
-                f'{self.provider} model "{self.model}" has long-context prices but no threshold'
-            )
-        names = (self.model, *self.aliases)
-        object.__setattr__(self, "_lookup_names", tuple(name.lower() for name in names))
-
-    @property
-    def flex_capable(self) -> bool:
-        """Whether the catalog prices this model's flex tier (only then is flex routed)."""
-        return Tier.FLEX in self.tiers
-
-    def cost(self, tier: Tier, usage: Usage) -> Decimal:
-        """The exact USD cost of ``usage`` served at ``tier``; CatalogError if it has no price."""
-        threshold = self.long_context_threshold
-        if threshold is not None and usage.input_tokens > threshold:
-            prices = self.long_context_tiers.get(tier)
-            if prices is None:
-                raise CatalogError(
-                    f'{self.provider} model "{self.model}" has no {tier} price for prompts '
-                    f"over {threshold} input tokens"
-                )
-        else:
-            prices = self.tiers.get(tier)
-            if prices is None:
-                raise CatalogError(f'{self.provider} model "{self.model}" has no {tier} price')
-        return prices.cost(usage)
 
 
 class Catalog:
@@ -221,6 +170,9 @@ class _TierEntry(BaseModel):
     cached_input: Decimal | None = None
     cache_write: Decimal | None = None
     cache_write_1h: Decimal | None = None
+    cache_write_12h: Decimal | None = None
+    input_audio: Decimal | None = None
+    cached_input_audio: Decimal | None = None
     output: Decimal
 
     @field_validator("*", mode="before")
@@ -230,7 +182,16 @@ class _TierEntry(BaseModel):
 
     def prices(self) -> TierPrices:
         cached = self.input if self.cached_input is None else self.cached_input
-        return TierPrices(self.input, cached, self.output, self.cache_write, self.cache_write_1h)
+        return TierPrices(
+            self.input,
+            cached,
+            self.output,
+            self.cache_write,
+            self.cache_write_1h,
+            self.cache_write_12h,
+            self.input_audio,
+            self.cached_input_audio,
+        )
 
 
 class _Tiers(BaseModel):
@@ -249,12 +210,36 @@ class _LongContext(_Tiers):
     threshold_input_tokens: int = Field(gt=0, strict=True)
 
 
+class _OverrideEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=r"^(long_context\.)?(standard|flex|priority)\.[a-z_0-9]+$")
+    theirs: str  # their figure as a decimal string, or "none"
+    reason: str = Field(min_length=20)
+
+    def override(self) -> Override:
+        tier, _, name = self.field.rpartition(".")
+        if name not in _TierEntry.model_fields:
+            raise ValueError(f'"{self.field}" does not name a price field')
+        theirs = None if self.theirs == "none" else _parse_price(self.theirs)
+        return Override(tier, name, theirs, self.reason)
+
+
+# A model that prices one of these on any tier must price it on every tier (long context too):
+# a tier without it would silently bill those tokens as plain input.
+_ALL_OR_NONE = ("cache_write", "cache_write_1h", "cache_write_12h", "input_audio")
+_MODALITY = re.compile(r"^[a-z]+$")
+
+
 class _ModelEntry(_Tiers):
     aliases: list[str] = Field(default_factory=list)
     source: str = Field(pattern=r"^https://\S+$")
     checked: datetime.date
     notes: str = ""
+    input_modalities: list[str] = Field(default_factory=lambda: ["text"])
+    output_modalities: list[str] = Field(default_factory=lambda: ["text"])
     long_context: _LongContext | None = None
+    genai_prices_overrides: list[_OverrideEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _long_context_tiers_are_priced(self) -> _ModelEntry:
@@ -263,6 +248,33 @@ class _ModelEntry(_Tiers):
                 if getattr(self.long_context, tier) is not None and getattr(self, tier) is None:
                     raise ValueError(f"long_context.{tier} is priced but {tier} is not")
         return self
+
+    @model_validator(mode="after")
+    def _tiers_agree_on_what_they_price(self) -> _ModelEntry:
+        tables = {f"{name}": entry for name, entry in _entries(self, "").items()}
+        if self.long_context is not None:
+            tables.update(_entries(self.long_context, "long_context."))
+        for price in _ALL_OR_NONE:
+            have = sorted(
+                name for name, entry in tables.items() if getattr(entry, price) is not None
+            )
+            lack = sorted(name for name, entry in tables.items() if getattr(entry, price) is None)
+            if have and lack:
+                raise ValueError(
+                    f"{price} is priced in {', '.join(have)} but not in {', '.join(lack)}; a "
+                    "model that prices it must price it on every tier"
+                )
+        for modality in (*self.input_modalities, *self.output_modalities):
+            if not _MODALITY.fullmatch(modality):
+                raise ValueError(f'"{modality}" is not a lower-case modality name like "text"')
+        for override in self.genai_prices_overrides:
+            override.override()
+        return self
+
+
+def _entries(tiers: _Tiers, prefix: str) -> dict[str, _TierEntry]:
+    found = {"standard": tiers.standard, "flex": tiers.flex, "priority": tiers.priority}
+    return {f"{prefix}{name}": entry for name, entry in found.items() if entry is not None}
 
 
 class _PricingFile(BaseModel):
@@ -319,6 +331,9 @@ def _model_prices(provider: str, name: str, entry: _ModelEntry) -> ModelPrices:
         checked=entry.checked,
         aliases=tuple(entry.aliases),
         notes=entry.notes,
+        input_modalities=frozenset(entry.input_modalities),
+        output_modalities=frozenset(entry.output_modalities),
+        overrides=tuple(override.override() for override in entry.genai_prices_overrides),
     )
 
 
@@ -355,7 +370,11 @@ def _packaged_root() -> Traversable:
 def _row(
     prices: ModelPrices, tier: str, tier_prices: TierPrices, threshold: int | None
 ) -> tuple[str, ...]:
-    writes = [p for p in (tier_prices.cache_write, tier_prices.cache_write_1h) if p is not None]
+    writes = [
+        p
+        for p in (tier_prices.cache_write, tier_prices.cache_write_1h, tier_prices.cache_write_12h)
+        if p is not None
+    ]
     return (
         prices.provider,
         prices.model,

@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
 
     prices = commands.add_parser("prices", help="print the price catalog")
     prices.set_defaults(run=_prices)
+    price_actions = prices.add_subparsers(metavar="ACTION")
+    check = price_actions.add_parser("check", help="compare the catalog with genai-prices")
+    check.add_argument("--catalog", metavar="DIR", help="a catalog directory (default: shipped)")
+    check.add_argument("--at", metavar="ISO-DATE", help="the moment to compare prices at (UTC)")
+    check.set_defaults(run=_prices_check)
 
     request = commands.add_parser("request", help="print one ledger record as JSON")
     request.add_argument("request_id")
@@ -210,6 +215,16 @@ def _prices(args: argparse.Namespace) -> int:
 
     print(default_catalog().price_table())
     return 0
+
+
+def _prices_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flexroute.commands._common import parse_when
+    from flexroute.commands.prices_check import check
+
+    at = None if args.at is None else parse_when(args.at, "--at")
+    return check(None if args.catalog is None else Path(args.catalog), at=at)
 
 
 def _request(args: argparse.Namespace) -> int:

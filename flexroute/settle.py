@@ -3,7 +3,10 @@
 Pure and synchronous. SPEC §3: the actual cost is the final call's usage at the tier the
 provider *reports*; refused flex attempts (429/503) are not billed by providers, and a flex
 attempt cancelled before it produced output is taken as unbilled. A call with no usage, an
-unpriced model or a tier the catalog has no price for has unknown costs and no fee.
+unpriced model or a tier the catalog has no price for has unknown costs and no fee. So has a
+call whose usage holds something the catalog does not price for that model (a modality such as
+Gemini audio on a model without an audio price, a cache-write duration): then ``Priced.reason``
+says why (``model-unpriced-modality``, ``model-unpriced-cache-write``) for the ledger record.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal
 
-from flexroute.catalog import ModelPrices
+from flexroute.catalog import ModelPrices, UnpricedUsageError
 from flexroute.dialects.sse import encode_comment
 from flexroute.errors import CatalogError
 from flexroute.fees import compute_charge
@@ -27,6 +30,7 @@ class Priced:
     actual_cost: Decimal | None
     saving: Decimal
     fee: Decimal
+    reason: str | None = None  # why the costs are unknown although the model is priced
 
 
 def price(
@@ -42,12 +46,14 @@ def price(
         return Priced(None, None, ZERO, ZERO)
     try:
         standard = prices.cost(Tier.STANDARD, usage)
-    except CatalogError:
-        return Priced(None, None, ZERO, ZERO)
-    try:
         actual = prices.cost(tier_served or Tier.STANDARD, usage)
+    except UnpricedUsageError as unpriced:  # refuse loudly rather than price part of the call
+        return Priced(None, None, ZERO, ZERO, unpriced.reason)
     except CatalogError:  # the catalog has no price for the tier served
-        return Priced(standard, None, ZERO, ZERO)
+        try:
+            return Priced(prices.cost(Tier.STANDARD, usage), None, ZERO, ZERO)
+        except CatalogError:
+            return Priced(None, None, ZERO, ZERO)
     billable = flex_route and tier_served is Tier.FLEX
     charge = compute_charge(standard, actual, billable=billable, fee_rate=fee_rate)
     return Priced(standard, actual, charge.saving, charge.fee)

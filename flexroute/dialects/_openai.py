@@ -89,11 +89,10 @@ def chat_usage(usage: object) -> Usage | None:
     """Usage from a chat-completions ``usage`` object (prompt tokens include cached ones)."""
     if not isinstance(usage, Mapping):
         return None
-    prompt = int_field(usage, "prompt_tokens")
-    return Usage(
-        input_tokens=prompt,
-        output_tokens=int_field(usage, "completion_tokens"),
-        cached_input_tokens=min(prompt, int_field(usage, "prompt_tokens_details", "cached_tokens")),
+    return _usage(
+        int_field(usage, "prompt_tokens"),
+        int_field(usage, "completion_tokens"),
+        usage.get("prompt_tokens_details"),
     )
 
 
@@ -101,9 +100,33 @@ def responses_usage(usage: object) -> Usage | None:
     """Usage from a Responses API ``usage`` object."""
     if not isinstance(usage, Mapping):
         return None
-    prompt = int_field(usage, "input_tokens")
+    return _usage(
+        int_field(usage, "input_tokens"),
+        int_field(usage, "output_tokens"),
+        usage.get("input_tokens_details"),
+    )
+
+
+def _usage(prompt: int, output: int, details: object) -> Usage:
+    """Cache reads and writes from ``prompt_tokens_details`` / ``input_tokens_details``.
+
+    GPT-5.6 and later bill cache writes: ``cache_write_tokens`` counts them (part of the prompt)
+    and ``cache_write_tokens_details`` splits them into ``ttl_30m_tokens`` and
+    ``ttl_12h_tokens``. Writes without that split, or beyond it, have the default 30-minute
+    lifetime (the only one chat completions accepts)."""
+    details = details if isinstance(details, Mapping) else None
+    cached = min(prompt, int_field(details, "cached_tokens"))
+    written = int_field(details, "cache_write_tokens")
+    split = details.get("cache_write_tokens_details") if details else None
+    split = split if isinstance(split, Mapping) else None
+    twelve_hours = int_field(split, "ttl_12h_tokens")
+    thirty_minutes = max(int_field(split, "ttl_30m_tokens"), written - twelve_hours)
+    room = prompt - cached
+    twelve_hours = min(twelve_hours, room)
     return Usage(
         input_tokens=prompt,
-        output_tokens=int_field(usage, "output_tokens"),
-        cached_input_tokens=min(prompt, int_field(usage, "input_tokens_details", "cached_tokens")),
+        output_tokens=output,
+        cached_input_tokens=cached,
+        cache_write_tokens=min(thirty_minutes, room - twelve_hours),
+        cache_write_12h_tokens=twelve_hours,
     )

@@ -145,6 +145,9 @@ class GeminiDialect(Dialect):
 
 
 def gemini_usage(meta: object) -> Usage | None:
+    """Usage from ``usageMetadata``, with its per-modality breakdown (``promptTokensDetails``
+    and ``toolUsePromptTokensDetails``, ``cacheTokensDetails``, ``candidatesTokensDetails``:
+    lists of ``{modality, tokenCount}``) so that audio is priced as audio."""
     if not isinstance(meta, Mapping):
         return None
     prompt = int_field(meta, "promptTokenCount") + int_field(meta, "toolUsePromptTokenCount")
@@ -153,7 +156,22 @@ def gemini_usage(meta: object) -> Usage | None:
         output_tokens=int_field(meta, "candidatesTokenCount")
         + int_field(meta, "thoughtsTokenCount"),
         cached_input_tokens=min(prompt, int_field(meta, "cachedContentTokenCount")),
+        input_by_modality=_modalities(meta, "promptTokensDetails", "toolUsePromptTokensDetails"),
+        cached_by_modality=_modalities(meta, "cacheTokensDetails"),
+        output_by_modality=_modalities(meta, "candidatesTokensDetails"),
     )
+
+
+def _modalities(meta: Mapping[str, Any], *keys: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for key in keys:
+        entries = meta.get(key)
+        for entry in entries if isinstance(entries, list) else ():
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("modality"), str):
+                continue
+            modality = entry["modality"].lower()
+            counts[modality] = counts.get(modality, 0) + int_field(entry, "tokenCount")
+    return counts
 
 
 def _has_output(chunk: JSONDict) -> bool:

@@ -88,6 +88,9 @@ class Plan:
     prompt_tokens: int | None = None
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_12h_tokens: int = 0
+    audio_tokens: int = 0
 
 
 def refusal_key(client_request_id: str | None, raw_body: bytes) -> str:
@@ -138,6 +141,9 @@ class CapacityModel:
             prompt_tokens=c.prompt_tokens,
             cached_tokens=c.cached_tokens or 0,
             reasoning_tokens=c.reasoning_tokens or 0,
+            cache_write_tokens=c.cache_write_tokens or 0,
+            cache_write_12h_tokens=c.cache_write_12h_tokens or 0,
+            audio_tokens=c.audio_tokens or 0,
         )
 
     def _seeded(self, tier: Tier) -> Plan:

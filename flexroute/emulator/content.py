@@ -48,6 +48,13 @@ class Reply:
     cached_tokens: int
     reasoning_tokens: int
     tool_name: str = _DEFAULT_TOOL
+    cache_write_tokens: int = 0  # OpenAI: 30-minute writes, part of prompt_tokens
+    cache_write_12h_tokens: int = 0  # OpenAI: 12-hour writes, part of prompt_tokens
+    audio_tokens: int = 0  # Gemini: the prompt's AUDIO part
+
+    @property
+    def cache_writes(self) -> int:
+        return self.cache_write_tokens + self.cache_write_12h_tokens
 
     @property
     def text(self) -> str:
@@ -77,13 +84,18 @@ def build_reply(plan: Plan, body: Mapping[str, Any]) -> Reply:
     else:
         pieces = tuple(_WORDS[i % len(_WORDS)] + ("." if i == n - 1 else " ") for i in range(n))
     prompt = estimate_prompt_tokens(body) if plan.prompt_tokens is None else plan.prompt_tokens
+    cached = min(plan.cached_tokens, prompt)
+    twelve_hours = min(plan.cache_write_12h_tokens, prompt - cached)
     return Reply(
         kind=plan.answer,
         pieces=pieces,
         prompt_tokens=prompt,
-        cached_tokens=min(plan.cached_tokens, prompt),
+        cached_tokens=cached,
         reasoning_tokens=plan.reasoning_tokens,
         tool_name=tool_name(body),
+        cache_write_tokens=min(plan.cache_write_tokens, prompt - cached - twelve_hours),
+        cache_write_12h_tokens=twelve_hours,
+        audio_tokens=min(plan.audio_tokens, prompt),
     )
 
 

@@ -14,6 +14,8 @@ test states exactly the behaviour it needs, e.g. ``x-emulator: flex_queue=0.2;to
 | ``tokens`` | N | output content pieces (default 8) |
 | ``token_interval`` | seconds | delay between output pieces |
 | ``prompt_tokens``, ``cached_tokens``, ``reasoning_tokens`` | N | usage figures reported |
+| ``cache_write_tokens``, ``cache_write_12h_tokens`` | N | OpenAI: 30-minute, 12-hour cache writes |
+| ``audio_tokens`` | N | Gemini: prompt tokens reported as ``AUDIO`` in ``promptTokensDetails`` |
 | ``tool_call`` | 1 | answer with a function tool call |
 | ``refusal`` | 1 | answer with a refusal |
 | ``break_after`` | N | streams: drop the connection after N output pieces |
@@ -50,6 +52,9 @@ class Controls:
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cache_write_12h_tokens: int | None = None
+    audio_tokens: int | None = None
     tool_call: bool = False
     refusal: bool = False
     break_after: int | None = None
@@ -108,6 +113,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "prompt_tokens": _count,
     "cached_tokens": _count,
     "reasoning_tokens": _count,
+    "cache_write_tokens": _count,
+    "cache_write_12h_tokens": _count,
+    "audio_tokens": _count,
     "tool_call": _flag,
     "refusal": _flag,
     "break_after": _count,

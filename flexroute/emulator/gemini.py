@@ -51,13 +51,20 @@ def _usage(reply: Reply, pieces: int) -> dict[str, Any]:
         "promptTokenCount": reply.prompt_tokens,
         "candidatesTokenCount": pieces,
         "totalTokenCount": reply.prompt_tokens + pieces + reply.reasoning_tokens,
-        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": reply.prompt_tokens}],
+        "promptTokensDetails": _prompt_details(reply),
     }
     if reply.cached_tokens:
         usage["cachedContentTokenCount"] = reply.cached_tokens
     if reply.reasoning_tokens:
         usage["thoughtsTokenCount"] = reply.reasoning_tokens
     return usage
+
+
+def _prompt_details(reply: Reply) -> list[dict[str, Any]]:
+    """``promptTokensDetails``: the prompt by modality (``audio_tokens`` of it as AUDIO)."""
+    parts = [("TEXT", reply.prompt_tokens - reply.audio_tokens), ("AUDIO", reply.audio_tokens)]
+    details = [{"modality": m, "tokenCount": n} for m, n in parts if n]
+    return details or [{"modality": "TEXT", "tokenCount": 0}]
 
 
 class GeminiWire:

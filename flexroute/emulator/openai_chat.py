@@ -32,7 +32,12 @@ def usage(reply: Reply) -> dict[str, Any]:
         "prompt_tokens": reply.prompt_tokens,
         "completion_tokens": reply.output_tokens,
         "total_tokens": reply.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": reply.cached_tokens, "audio_tokens": 0},
+        "prompt_tokens_details": {
+            "cached_tokens": reply.cached_tokens,
+            "audio_tokens": 0,
+            # chat completions has one write lifetime (30 minutes) and no split
+            **({"cache_write_tokens": reply.cache_writes} if reply.cache_writes else {}),
+        },
         "completion_tokens_details": {
             "reasoning_tokens": reply.reasoning_tokens,
             "audio_tokens": 0,

@@ -20,7 +20,20 @@ def _ids(meta: Meta) -> tuple[str, str, str]:
 def usage(reply: Reply) -> dict[str, Any]:
     return {
         "input_tokens": reply.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": reply.cached_tokens, "cache_write_tokens": 0},
+        "input_tokens_details": {
+            "cached_tokens": reply.cached_tokens,
+            "cache_write_tokens": reply.cache_writes,
+            **(
+                {
+                    "cache_write_tokens_details": {
+                        "ttl_30m_tokens": reply.cache_write_tokens,
+                        "ttl_12h_tokens": reply.cache_write_12h_tokens,
+                    }
+                }
+                if reply.cache_writes
+                else {}
+            ),
+        },
         "output_tokens": reply.output_tokens,
         "output_tokens_details": {"reasoning_tokens": reply.reasoning_tokens},
         "total_tokens": reply.total_tokens,
