@@ -23,7 +23,7 @@ from flexroute.dialects.base import MISSING, request_object
 from flexroute.dialects.sse import SSEDecoder
 from flexroute.errors import RequestRejected, UpstreamConnectError, UpstreamError
 from flexroute.forward import START_WITHIN_KEYS, Forwarder
-from flexroute.ledger.base import LedgerRecord, Store
+from flexroute.ledger.base import LedgerRecord, Status, Store
 from flexroute.ledger.spool import RecordSink
 from flexroute.providers import Provider
 from flexroute.routing.decide import Decision, Reason, Route, decide
@@ -90,7 +90,7 @@ class Engine:
             # The client went away while flexroute waited on the provider.
             if ctx.log.entries:
                 with anyio.CancelScope(shield=True):
-                    await self.record(ctx, None, None, "client_closed", 499)
+                    await self.record(ctx, None, None, Status.CLIENT_CLOSED, 499)
             raise
 
     def reject(self, dialect: Dialect, error: RequestRejected, request_id: str) -> Reply:
@@ -208,7 +208,7 @@ class Engine:
         if response.status != 200:
             return await self._finish_error(ctx, response.status, list(response.headers), data)
         facts = ctx.dialect.read_response(data, response.header_map)
-        record = await self.record(ctx, facts.usage, facts.tier_served, "ok", 200)
+        record = await self.record(ctx, facts.usage, facts.tier_served, Status.OK, 200)
         headers = reply_headers(ctx, response.headers, record)
         return Reply(200, headers, data)
 
@@ -227,7 +227,7 @@ class Engine:
         if not observer.finished:
             return await self._broken_reply(ctx, UpstreamError("flex stream ended early"))
         body = observer.assemble()
-        record = await self.record(ctx, observer.usage, observer.tier_served, "ok", 200)
+        record = await self.record(ctx, observer.usage, observer.tier_served, Status.OK, 200)
         headers = reply_headers(ctx, started.response.headers, record, content_type=True)
         return Reply(200, headers, body)
 
@@ -251,7 +251,7 @@ class Engine:
         else:
             observer, decoder, held = started.observer, started.decoder, started.held
             first = b"".join(started.sent)
-        status = "client_closed"
+        status = Status.CLIENT_CLOSED
         try:
             if first:
                 yield first
@@ -263,16 +263,16 @@ class Engine:
                         (held if observer.is_terminal(event) else out).append(data)
                 if out:
                     yield b"".join(out)
-            status = "ok" if observer.finished else "stream_broken"
+            status = Status.OK if observer.finished else Status.UPSTREAM_ERROR
         except UpstreamError:
-            status = "stream_broken"
+            status = Status.UPSTREAM_ERROR
         finally:
             await response.aclose()
-            if status == "client_closed":
+            if status == Status.CLIENT_CLOSED:
                 with anyio.CancelScope(shield=True):
                     await self.record(ctx, observer.usage, observer.tier_served, status, 200)
         record = await self.record(ctx, observer.usage, observer.tier_served, status, 200)
-        if status == "stream_broken":
+        if status is Status.UPSTREAM_ERROR:
             yield ctx.dialect.stream_error(
                 "The provider's stream broke off before it finished; the answer is incomplete. "
                 "Retry the request.",
@@ -283,7 +283,7 @@ class Engine:
         yield b"".join(held) + comment
 
     async def _broken_reply(self, ctx: RequestContext, error: Exception) -> Reply:
-        await self.record(ctx, None, None, "stream_broken", 502)
+        await self.record(ctx, None, None, Status.UPSTREAM_ERROR, 502)
         return self.reject(
             ctx.dialect,
             RequestRejected(
@@ -299,7 +299,7 @@ class Engine:
         self, ctx: RequestContext, status: int, headers: Headers, body: bytes
     ) -> Reply:
         """A provider error, recorded and relayed as the provider sent it."""
-        record = await self.record(ctx, None, None, "error", status)
+        record = await self.record(ctx, None, None, Status.UPSTREAM_ERROR, status)
         return Reply(status, reply_headers(ctx, headers, record), body)
 
     # -- pieces ---------------------------------------------------------------------------
@@ -334,14 +334,15 @@ class Engine:
         ctx: RequestContext,
         usage: Usage | None,
         tier_served: Tier | None,
-        status: str,
+        status: Status,
         http: int,
     ) -> LedgerRecord:
         priced = price(
             ctx.prices,
             usage,
             tier_served,
-            flex_route=ctx.route is Route.FLEX,
+            # a fee only where the client received the answer
+            flex_route=ctx.route is Route.FLEX and status is Status.OK,
             fee_rate=self.settings.fee_rate,
         )
         start_within = ctx.decision.start_within

@@ -19,6 +19,7 @@ from flexroute.call import Call, Reply
 from flexroute.context import RequestContext
 from flexroute.dialects.base import dumps, loads_object
 from flexroute.errors import RequestRejected, UpstreamConnectError, UpstreamError
+from flexroute.ledger.base import Status
 from flexroute.providers import Provider
 from flexroute.routing.decide import Decision, Reason, Route
 from flexroute.routing.flex import AttemptLog
@@ -83,14 +84,14 @@ class Forwarder:
     async def _relay(
         self, ctx: RequestContext, response: UpstreamResponse
     ) -> AsyncGenerator[bytes, None]:
-        status = "client_closed"
+        status = Status.CLIENT_CLOSED
         broken: UpstreamError | None = None
         try:
             async for chunk in response.aiter_bytes():
                 yield chunk
-            status = "ok" if response.status < 400 else "error"
+            status = Status.OK if response.status < 400 else Status.UPSTREAM_ERROR
         except UpstreamError as error:
-            status, broken = "stream_broken", error
+            status, broken = Status.UPSTREAM_ERROR, error
         finally:
             await response.aclose()
             with anyio.CancelScope(shield=True):

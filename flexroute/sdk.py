@@ -100,7 +100,7 @@ class Outcome:
     saving: Decimal
     fee: Decimal
     usage: Usage | None
-    status: str  # "ok" | "error" | "stream_broken" | "client_closed"
+    status: str  # flexroute.ledger.Status: "ok", "client_closed", "upstream_error", …
     http_status: int
 
     @classmethod

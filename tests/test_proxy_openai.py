@@ -328,7 +328,8 @@ class TestBadInput:
 
 class TestStreamsAndClients:
     def test_a_stream_broken_after_commit_ends_with_an_error(self, proxy: Proxy) -> None:
-        """After flex started, a broken upstream stream ends the client stream with an error."""
+        """After flex started, a broken upstream stream ends the client stream with an error;
+        the record says so and charges no fee (the client never got the answer)."""
         raw = chat(
             proxy.client(),
             "flex_queue=0.05;tokens=6;break_after=2",
@@ -338,7 +339,8 @@ class TestStreamsAndClients:
         with pytest.raises(openai.APIError, match="broke off"):
             list(raw.parse())
         record = proxy.record(raw.headers["x-flexroute-request-id"])
-        assert record["status"] == "stream_broken"
+        assert record["status"] == "upstream_error"
+        assert (record["route"], record["fee_usd"]) == ("flex", "0.000000000")
         assert record["attempts"] == 1
 
     def test_async_client_flex_and_fallback_concurrently(self, proxy: Proxy) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import uuid
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -13,6 +14,16 @@ from flexroute.money import format_usd
 from flexroute.usage import Usage
 
 DEFAULT_ORG = "default"
+
+
+class Status(enum.StrEnum):
+    """What happened to a request that reached a provider (SPEC §8), as its record says."""
+
+    OK = "ok"  # the client received the whole answer
+    CLIENT_CLOSED = "client_closed"  # the client went away first
+    UPSTREAM_ERROR = "upstream_error"  # the provider answered an error, or broke off
+    UPSTREAM_TIMEOUT = "upstream_timeout"  # the provider was too slow for flexroute's bounds
+    PROXY_ERROR = "proxy_error"  # flexroute itself failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +46,7 @@ class LedgerRecord:
     actual_cost: Decimal | None
     saving: Decimal
     fee: Decimal
-    status: str  # "ok" | "error" | "stream_broken" | "client_closed"
+    status: str  # a Status
     http_status: int
     received_at: dt.datetime
     completed_at: dt.datetime
