@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # Where records wait when the store cannot take them (flexroute.ledger.spool); default:
     # next to the SQLite file, or in the data directory for PostgreSQL.
     spool_path: str | None = None
+    # Bounds on a silent or stalled provider (seconds). The flex budget stays start_within.
+    upstream_connect_timeout: float = Field(default=10.0, gt=0)
+    upstream_headers_timeout: float = Field(default=600.0, gt=0)  # a whole non-stream answer
+    upstream_idle_timeout: float = Field(default=300.0, gt=0)  # between two bytes of a body
     ledger_write_timeout: float = Field(default=2.0, gt=0)
     secret_key: SecretStr | None = None
     secret_key_previous: SecretStr | None = None  # comma-separated old secrets, for rotation

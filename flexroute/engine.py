@@ -9,7 +9,7 @@ before the client sees the last byte of the answer.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import anyio
@@ -20,15 +20,21 @@ from flexroute.config import Settings
 from flexroute.context import RequestContext, reply_headers
 from flexroute.dialects import Dialect
 from flexroute.dialects.base import MISSING, request_object
-from flexroute.dialects.sse import SSEDecoder
-from flexroute.errors import RequestRejected, UpstreamConnectError, UpstreamError
+from flexroute.errors import (
+    RequestRejected,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from flexroute.forward import START_WITHIN_KEYS, Forwarder
 from flexroute.ledger.base import LedgerRecord, Status, Store
 from flexroute.ledger.spool import RecordSink
 from flexroute.providers import Provider
+from flexroute.relay import relay_stream
 from flexroute.routing.decide import Decision, Reason, Route, decide
 from flexroute.routing.flex import AttemptLog, GaveUp, ProviderError, Started, run_flex
-from flexroute.settle import cost_comment, price
+from flexroute.routing.streaming import stream_refusals_for
+from flexroute.settle import price
 from flexroute.upstream import HOP_BY_HOP, Headers, Upstream, UpstreamRequest, UpstreamResponse
 from flexroute.usage import Tier, Usage
 
@@ -148,14 +154,22 @@ class Engine:
 
     async def _flex(self, ctx: RequestContext) -> Reply:
         assert ctx.decision.start_within is not None
-        flex_body = ctx.dialect.prepare(ctx.body, tier=Tier.FLEX, stream=True, ask_usage=True)
+        flex_bodies = {
+            True: ctx.dialect.prepare(ctx.body, tier=Tier.FLEX, stream=True, ask_usage=True)
+        }
         # Built now so the fallback costs no serialising at the deadline, when many may fire.
         standard_body = self._body_for(ctx, Tier.STANDARD)
         deadline = ctx.call.received_at + ctx.decision.start_within
 
-        def send() -> Awaitable[UpstreamResponse]:
+        def send(stream: bool) -> Awaitable[UpstreamResponse]:
+            # unstreamed only for a non-streaming client whose model refused to stream
+            if stream not in flex_bodies:
+                flex_bodies[stream] = ctx.dialect.prepare(
+                    ctx.body, tier=Tier.FLEX, stream=stream, ask_usage=False
+                )
             extra = ctx.dialect.attempt_headers(Tier.FLEX, deadline - self.clock())
-            return self.upstream.send(self._request(ctx, flex_body, stream=True, extra=extra))
+            request = self._request(ctx, flex_bodies[stream], stream=stream, extra=extra)
+            return self.upstream.send(request)
 
         result = await run_flex(
             send,
@@ -165,6 +179,9 @@ class Engine:
             assemble=not ctx.wants_stream,
             log=ctx.log,
             clock=self.clock,
+            streaming=None
+            if ctx.model is None
+            else stream_refusals_for(self).model(ctx.dialect.provider, ctx.model),
         )
         ctx.flex_wait = self.clock() - ctx.call.received_at
         if isinstance(result, Started):
@@ -194,6 +211,9 @@ class Engine:
                 ),
                 ctx.call.request_id,
             )
+        except UpstreamTimeout as error:
+            ctx.log.add(label, began, self.clock(), "timed-out", None)
+            return await self._broken_reply(ctx, error)
         if ctx.wants_stream and response.status == 200:
             ctx.log.add(label, began, self.clock(), "streaming", 200)
             return self._stream_reply(ctx, response, None)
@@ -213,7 +233,13 @@ class Engine:
         return Reply(200, headers, data)
 
     async def _assembled_reply(self, ctx: RequestContext, started: Started) -> Reply:
-        """A non-streaming client served from the committed flex stream."""
+        """A non-streaming client served from the committed flex stream (or, where the
+        model refused to stream, from the whole answer that arrived inside the budget)."""
+        if started.whole is not None:
+            await started.response.aclose()
+            facts = ctx.dialect.read_response(started.whole, started.response.header_map)
+            record = await self.record(ctx, facts.usage, facts.tier_served, Status.OK, 200)
+            return Reply(200, reply_headers(ctx, started.response.headers, record), started.whole)
         observer = started.observer
         try:
             if not started.ended:
@@ -237,63 +263,28 @@ class Engine:
         headers = reply_headers(ctx, response.headers)
         if started is not None and started.observer.tier_served is not None:
             headers.append(("x-flexroute-tier", str(started.observer.tier_served)))
-        return Reply(200, headers, stream=self._relay(ctx, response, started))
-
-    async def _relay(
-        self, ctx: RequestContext, response: UpstreamResponse, started: Started | None
-    ) -> AsyncGenerator[bytes, None]:
-        """Relay an SSE stream; the terminal event waits until the ledger has the record."""
-        if started is None:
-            observer = ctx.dialect.observer(
-                wants_usage=ctx.wants_usage, assemble=False, headers=response.header_map
-            )
-            decoder, held, first = SSEDecoder(), [], b""
-        else:
-            observer, decoder, held = started.observer, started.decoder, started.held
-            first = b"".join(started.sent)
-        status = Status.CLIENT_CLOSED
-        try:
-            if first:
-                yield first
-            async for chunk in response.aiter_bytes():
-                out: list[bytes] = []
-                for event in decoder.feed(chunk):
-                    data = observer.observe(event)
-                    if data is not None:
-                        (held if observer.is_terminal(event) else out).append(data)
-                if out:
-                    yield b"".join(out)
-            status = Status.OK if observer.finished else Status.UPSTREAM_ERROR
-        except UpstreamError:
-            status = Status.UPSTREAM_ERROR
-        finally:
-            await response.aclose()
-            if status == Status.CLIENT_CLOSED:
-                with anyio.CancelScope(shield=True):
-                    await self.record(ctx, observer.usage, observer.tier_served, status, 200)
-        record = await self.record(ctx, observer.usage, observer.tier_served, status, 200)
-        if status is Status.UPSTREAM_ERROR:
-            yield ctx.dialect.stream_error(
-                "The provider's stream broke off before it finished; the answer is incomplete. "
-                "Retry the request.",
-                "upstream_stream_broken",
-            )
-            return
-        comment = cost_comment(record) if ctx.dialect.sse_comments else b""
-        yield b"".join(held) + comment
+        return Reply(200, headers, stream=relay_stream(self, ctx, response, started))
 
     async def _broken_reply(self, ctx: RequestContext, error: Exception) -> Reply:
-        await self.record(ctx, None, None, Status.UPSTREAM_ERROR, 502)
-        return self.reject(
-            ctx.dialect,
-            RequestRejected(
+        """The provider's answer broke off, or stalled past its bound, before any of it
+        reached the client: a 502 (504 for a stall) the SDK may safely retry."""
+        if isinstance(error, UpstreamTimeout):
+            await self.record(ctx, None, None, Status.UPSTREAM_TIMEOUT, 504)
+            rejected = RequestRejected(
+                504,
+                f"The provider did not answer in time ({error}); retry the request.",
+                code="upstream_timeout",
+                error_type="api_error",
+            )
+        else:
+            await self.record(ctx, None, None, Status.UPSTREAM_ERROR, 502)
+            rejected = RequestRejected(
                 502,
                 f"The provider's answer broke off before it finished ({error}); retry the request.",
                 code="upstream_stream_broken",
                 error_type="api_error",
-            ),
-            ctx.call.request_id,
-        )
+            )
+        return self.reject(ctx.dialect, rejected, ctx.call.request_id)
 
     async def _finish_error(
         self, ctx: RequestContext, status: int, headers: Headers, body: bytes

@@ -9,7 +9,8 @@
      │    └── (status, code, param, message) are shaped into the endpoint's dialect
      ├── UpstreamError          the provider could not be reached or broke off
      │    ├── UpstreamConnectError
-     │    └── UpstreamStreamBroken   a stream ended without its terminal event
+     │    ├── UpstreamStreamBroken   a stream ended without its terminal event
+     │    └── UpstreamTimeout        no headers, or no next byte, within flexroute's bounds
      ├── LedgerError            the store could not write or read a record
      └── PaymentError           the payment processor could not be asked (outcome unknown)
 
@@ -78,6 +79,11 @@ class UpstreamConnectError(UpstreamError):
 
 class UpstreamStreamBroken(UpstreamError):  # noqa: N818 -- reads as the condition it is
     """The provider's stream ended or failed before its terminal event."""
+
+
+class UpstreamTimeout(UpstreamError):  # noqa: N818 -- reads as the condition it is
+    """The provider sent no response headers, or no next byte, within the configured bound
+    (``FLEXROUTE_UPSTREAM_HEADERS_TIMEOUT``, ``FLEXROUTE_UPSTREAM_IDLE_TIMEOUT``)."""
 
 
 class LedgerError(FlexrouteError):

@@ -18,7 +18,12 @@ import anyio
 from flexroute.call import Call, Reply
 from flexroute.context import RequestContext
 from flexroute.dialects.base import dumps, loads_object
-from flexroute.errors import RequestRejected, UpstreamConnectError, UpstreamError
+from flexroute.errors import (
+    RequestRejected,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from flexroute.ledger.base import Status
 from flexroute.providers import Provider
 from flexroute.routing.decide import Decision, Reason, Route
@@ -72,6 +77,16 @@ class Forwarder:
                 502, str(error), code="upstream_unreachable", error_type="api_error"
             )
             return engine.reject(ctx.dialect, unreachable, call.request_id)
+        except UpstreamTimeout as error:
+            ctx.log.add("forward", began, engine.clock(), "timed-out", None)
+            await engine.record(ctx, None, None, Status.UPSTREAM_TIMEOUT, 504)
+            stalled = RequestRejected(
+                504,
+                f"The provider did not answer in time ({error}); retry the request.",
+                code="upstream_timeout",
+                error_type="api_error",
+            )
+            return engine.reject(ctx.dialect, stalled, call.request_id)
         ctx.log.add("forward", began, engine.clock(), "answered", response.status)
         out = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
         out += [
@@ -91,7 +106,9 @@ class Forwarder:
                 yield chunk
             status = Status.OK if response.status < 400 else Status.UPSTREAM_ERROR
         except UpstreamError as error:
-            status, broken = Status.UPSTREAM_ERROR, error
+            stalled = isinstance(error, UpstreamTimeout)
+            status = Status.UPSTREAM_TIMEOUT if stalled else Status.UPSTREAM_ERROR
+            broken = error
         finally:
             await response.aclose()
             with anyio.CancelScope(shield=True):

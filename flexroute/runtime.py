@@ -20,7 +20,7 @@ from flexroute.engine import Engine
 from flexroute.ledger import LedgerRecord, SpooledWriter, Store, open_store, spool_path_for
 from flexroute.limits import Limiter, limiter_for
 from flexroute.metrics import Metrics
-from flexroute.upstream import AiohttpUpstream, Upstream
+from flexroute.upstream import AiohttpUpstream, Bounds, Upstream
 
 __all__ = ["Runtime", "build_runtime"]
 
@@ -59,7 +59,7 @@ def build_runtime(
     """Build the engine for ``settings``; given parts are used as they are (tests, the
     wrapper's own upstream), the rest made from the settings. ``on_record`` hears every
     ledger record after the metrics have counted it."""
-    upstream = upstream or AiohttpUpstream()
+    upstream = upstream or AiohttpUpstream(Bounds.from_settings(settings))
     store = store or open_store(settings.database_url)
     metrics = Metrics()
     gate = BillingGate(store, ttl=gate_ttl)

@@ -41,7 +41,7 @@ from flexroute.errors import RequestRejected, UpstreamError
 from flexroute.ledger import LedgerRecord
 from flexroute.providers import Provider, api_root
 from flexroute.runtime import Runtime, build_runtime
-from flexroute.upstream import AiohttpUpstream, Httpx2Upstream, Upstream
+from flexroute.upstream import AiohttpUpstream, Bounds, Httpx2Upstream, Upstream
 
 __all__ = [
     "FlexAsyncTransport",
@@ -81,11 +81,11 @@ def upstream_settings(
     return settings.model_copy(update={provider.base_url_setting: root}), prefix
 
 
-def default_upstream() -> Upstream:
+def default_upstream(bounds: Bounds | None = None) -> Upstream:
     """aiohttp, which adds about 0.7 ms less per call than httpx2 (benchmarks/sdk_overhead.py),
     unless the environment names an HTTP proxy: httpx2 honours ``HTTPS_PROXY``/``NO_PROXY`` as
     the SDKs' own clients do, aiohttp does not."""
-    return Httpx2Upstream() if urllib.request.getproxies() else AiohttpUpstream()
+    return Httpx2Upstream(bounds) if urllib.request.getproxies() else AiohttpUpstream(bounds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,8 @@ class FlexOptions:
     # Called in the caller's context when a request starts; returns who hears its record.
     listener: Callable[[], Listener | None] = lambda: None
     catalog: Catalog | None = None
-    upstream: Callable[[], Upstream] = default_upstream  # called on the engine's loop
+    # Called on the engine's loop with the settings' bounds (FLEXROUTE_UPSTREAM_*_TIMEOUT).
+    upstream: Callable[[Bounds], Upstream] = default_upstream
 
 
 @dataclass(slots=True)
@@ -153,7 +154,7 @@ class _Core:
         return build_runtime(
             options.settings,
             catalog=options.catalog,
-            upstream=options.upstream(),
+            upstream=options.upstream(Bounds.from_settings(options.settings)),
             on_record=self._on_record,
         )
 

@@ -21,7 +21,8 @@ import aiohttp
 import anyio
 import httpx2
 
-from flexroute.errors import UpstreamConnectError, UpstreamStreamBroken
+from flexroute.config import Settings
+from flexroute.errors import UpstreamConnectError, UpstreamStreamBroken, UpstreamTimeout
 
 Headers = Sequence[tuple[str, str]]
 
@@ -41,6 +42,23 @@ HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """How long a provider may keep flexroute waiting, in seconds (see ``Settings``)."""
+
+    connect: float = 10.0
+    headers: float = 600.0  # request sent → response headers (a whole non-streaming answer)
+    idle: float = 300.0  # between two reads of a response body
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Bounds:
+        return cls(
+            settings.upstream_connect_timeout,
+            settings.upstream_headers_timeout,
+            settings.upstream_idle_timeout,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +118,16 @@ class _AiohttpResponse(_ResponseBase):
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
+        except TimeoutError as exc:  # aiohttp's sock_read: the idle bound
+            raise UpstreamTimeout("the provider's stream stalled") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamStreamBroken(f"upstream stream failed: {type(exc).__name__}") from exc
 
     async def read(self) -> bytes:
         try:
             return await self._response.read()
+        except TimeoutError as exc:
+            raise UpstreamTimeout("the provider's answer stalled") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamStreamBroken(f"upstream body failed: {type(exc).__name__}") from exc
 
@@ -119,9 +141,10 @@ class _AiohttpResponse(_ResponseBase):
 class AiohttpUpstream:
     """Pooled aiohttp client; the proxy's default."""
 
-    def __init__(self, *, connect_timeout: float = 10.0, read_timeout: float = 900.0) -> None:
+    def __init__(self, bounds: Bounds | None = None) -> None:
+        self.bounds = bounds or Bounds()
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_read=read_timeout
+            total=None, connect=self.bounds.connect, sock_read=self.bounds.idle
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -141,14 +164,23 @@ class AiohttpUpstream:
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         session = self._get_session()
         try:
-            response = await session.request(
-                request.method,
-                request.url,
-                headers=list(request.headers),
-                data=request.body or None,
-                allow_redirects=False,
-            )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            with anyio.fail_after(self.bounds.headers):
+                response = await session.request(
+                    request.method,
+                    request.url,
+                    headers=list(request.headers),
+                    data=request.body or None,
+                    allow_redirects=False,
+                )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise UpstreamConnectError(
+                f"could not reach {_origin(request.url)}: {type(exc).__name__}"
+            ) from exc
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"{_origin(request.url)} sent no response headers in time"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamConnectError(
                 f"could not reach {_origin(request.url)}: {type(exc).__name__}"
             ) from exc
@@ -181,6 +213,8 @@ class _Httpx2Response(_ResponseBase):
         try:
             async for chunk in self._chunks():
                 yield chunk
+        except httpx2.TimeoutException as exc:
+            raise UpstreamTimeout("the provider's stream stalled") from exc
         except httpx2.HTTPError as exc:
             raise UpstreamStreamBroken(f"upstream stream failed: {type(exc).__name__}") from exc
         self._done = True
@@ -188,6 +222,8 @@ class _Httpx2Response(_ResponseBase):
     async def read(self) -> bytes:
         try:
             body = b"".join([chunk async for chunk in self._chunks()])
+        except httpx2.TimeoutException as exc:
+            raise UpstreamTimeout("the provider's answer stalled") from exc
         except httpx2.HTTPError as exc:
             raise UpstreamStreamBroken(f"upstream body failed: {type(exc).__name__}") from exc
         self._done = True
@@ -203,13 +239,15 @@ class Httpx2Upstream:
 
     def __init__(
         self,
+        bounds: Bounds | None = None,
         *,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 900.0,
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
+        self.bounds = bounds or Bounds()
         self._client = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(connect=connect_timeout, read=read_timeout, write=60, pool=None),
+            timeout=httpx2.Timeout(
+                connect=self.bounds.connect, read=self.bounds.idle, write=60, pool=None
+            ),
             follow_redirects=False,
             limits=httpx2.Limits(max_connections=None, max_keepalive_connections=256),
             transport=transport,
@@ -220,7 +258,12 @@ class Httpx2Upstream:
             request.method, request.url, headers=list(request.headers), content=request.body
         )
         try:
-            response = await self._client.send(built, stream=True)
+            with anyio.fail_after(self.bounds.headers):
+                response = await self._client.send(built, stream=True)
+        except (TimeoutError, httpx2.ReadTimeout) as exc:
+            raise UpstreamTimeout(
+                f"{_origin(request.url)} sent no response headers in time"
+            ) from exc
         except httpx2.HTTPError as exc:
             raise UpstreamConnectError(
                 f"could not reach {_origin(request.url)}: {type(exc).__name__}"

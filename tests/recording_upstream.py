@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from flexroute.testing import serve_in_thread
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -32,7 +34,8 @@ class Seen:
 
 class Answer:
     """How the upstream answers: a status, headers and body chunks; ``cut`` drops the
-    connection after the chunks, before the declared body is complete."""
+    connection after the chunks, before the declared body is complete; ``delay`` waits before
+    the headers, ``stall`` after the chunks (before the body ends)."""
 
     def __init__(
         self,
@@ -42,8 +45,11 @@ class Answer:
         *,
         chunks: list[bytes] | None = None,
         cut: bool = False,
+        delay: float = 0.0,
+        stall: float = 0.0,
     ) -> None:
         self.status, self.content_type, self.cut = status, content_type, cut
+        self.delay, self.stall = delay, stall
         self.chunks = chunks if chunks is not None else [body]
 
 
@@ -75,6 +81,7 @@ class RecordingUpstream:
         )
         self.seen.append(seen)
         answer = self.answer(seen)
+        await anyio.sleep(answer.delay)
         headers = [(b"content-type", answer.content_type.encode())]
         if answer.cut:
             declared = sum(len(c) for c in answer.chunks) + 1000
@@ -82,6 +89,7 @@ class RecordingUpstream:
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         for chunk in answer.chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await anyio.sleep(answer.stall)
         if answer.cut:
             raise CutConnection
         await send({"type": "http.response.body", "body": b""})

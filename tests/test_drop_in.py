@@ -428,3 +428,57 @@ class TestExit:
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "True"
+
+
+def slow(seen: Seen) -> Answer:
+    """Headers late for /v1/chat/completions and /v1/embeddings; a stream that stalls."""
+    if seen.json().get("stream") and "slow_headers" not in seen.raw_path:
+        chunk = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
+        }
+        return Answer(chunks=[f"data: {json.dumps(chunk)}\n\n".encode()],
+                      content_type="text/event-stream", stall=30)  # fmt: skip
+    return Answer(delay=30)
+
+
+class TestBounds:
+    """A silent or stalled provider is bounded by FLEXROUTE_UPSTREAM_*_TIMEOUT (issue 11.6)."""
+
+    def test_no_headers_in_time_is_a_504_and_a_record(self, serve: Any) -> None:
+        """Passthrough whose provider never answers: 504 upstream_timeout, retryable."""
+        with recording_upstream(slow) as upstream:
+            proxy = serve(openai_base_url=upstream.url, upstream_headers_timeout=0.5)
+            began = time.monotonic()
+            with pytest.raises(openai.APIStatusError) as raised:
+                proxy.client().chat.completions.create(model="gpt-5-mini", messages=HI)
+            assert time.monotonic() - began < 10
+            error = raised.value
+            assert (error.status_code, error.code) == (504, "upstream_timeout")
+            assert error.response.headers["x-should-retry"] == "true"
+            record = proxy.record(error.response.headers["x-flexroute-request-id"])
+            assert record["status"] == "upstream_timeout"
+
+    def test_a_stream_that_stalls_ends_with_an_error(self, serve: Any) -> None:
+        """A passthrough stream silent past the idle bound ends with an in-band error."""
+        with recording_upstream(slow) as upstream:
+            proxy = serve(openai_base_url=upstream.url, upstream_idle_timeout=0.5)
+            stream = proxy.client().chat.completions.create(
+                model="gpt-5-mini", messages=HI, stream=True
+            )
+            began = time.monotonic()
+            with pytest.raises(openai.APIError, match="stalled"):
+                for _ in stream:
+                    pass
+            assert time.monotonic() - began < 10
+
+    def test_a_forwarded_call_without_headers_in_time(self, serve: Any) -> None:
+        """Forwarded endpoints are bounded too."""
+        with recording_upstream(slow) as upstream:
+            proxy = serve(openai_base_url=upstream.url, upstream_headers_timeout=0.5)
+            with pytest.raises(openai.APIStatusError) as raised:
+                proxy.client().embeddings.create(model="text-embedding-3-small", input="x")
+            assert raised.value.status_code == 504
