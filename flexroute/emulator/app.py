@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from flexroute.emulator import gemini
+from flexroute.emulator import gemini, gemini_interactions
 from flexroute.emulator.anthropic import AnthropicWire
 from flexroute.emulator.capacity import CapacityModel, EmulatorConfig, Plan, Tier, refusal_key
 from flexroute.emulator.content import Reply, build_reply, dumps
@@ -52,6 +52,7 @@ class Emulator:
             "/v1/chat/completions": ChatWire(),
             "/v1/responses": ResponsesWire(),
             "/v1/messages": AnthropicWire(),
+            **dict.fromkeys(gemini_interactions.PATHS, gemini_interactions.InteractionsWire()),
         }
         self._patterns: list[tuple[re.Pattern[str], Wire]] = [
             (re.compile(gemini.PATH), gemini.GeminiWire())
