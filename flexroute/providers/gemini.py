@@ -1,5 +1,6 @@
-"""Gemini Developer API: ``models/{model}:generateContent`` and ``:streamGenerateContent`` are
-routed (under ``/v1/`` and ``/v1beta/``); every other path of the API is forwarded unchanged.
+"""Gemini Developer API: ``models/{model}:generateContent`` and ``:streamGenerateContent``, and
+the Interactions API (``POST /v1beta/interactions``, ``/v1/interactions``) are routed; every
+other path of the API is forwarded unchanged.
 
 A path is Gemini's by its shape: anything under ``/v1beta/``, ``/v1alpha/`` or ``/upload/``, or
 ``/v1/models/{model}:{method}`` where ``method`` is one of the API's model methods. A colon in
@@ -13,9 +14,12 @@ from types import MappingProxyType
 
 from flexroute.dialects.base import Dialect
 from flexroute.dialects.gemini import GeminiDialect, is_gemini_path
+from flexroute.dialects.gemini_interactions import PATHS as INTERACTIONS_PATHS
+from flexroute.dialects.gemini_interactions import InteractionsDialect
 from flexroute.providers.base import Headers, Provider
 
 GENERATE = GeminiDialect()
+INTERACTIONS = InteractionsDialect()
 
 _METHODS = (
     "generateContent|streamGenerateContent|countTokens|embedContent|batchEmbedContents|"
@@ -30,7 +34,8 @@ def _match(path: str) -> Dialect | None:
 
 
 def _owns(path: str) -> bool:
-    return path.startswith(("/v1beta", "/v1alpha", "/upload/")) or bool(_MODEL_METHOD.match(path))
+    prefixes = ("/v1beta", "/v1alpha", "/upload/", "/v1/interactions")
+    return path.startswith(prefixes) or bool(_MODEL_METHOD.match(path))
 
 
 def _set_key(headers: Headers, key: str) -> Headers:
@@ -45,7 +50,7 @@ GEMINI = Provider(
     credential_headers=("x-goog-api-key",),
     error_dialect=GENERATE,
     catalog_file="gemini.toml",
-    dialects=MappingProxyType({}),
+    dialects=MappingProxyType(dict.fromkeys(INTERACTIONS_PATHS, INTERACTIONS)),
     match=_match,
     owns_path=_owns,
     signature_headers=frozenset({"x-goog-api-key", "x-goog-api-client"}),
