@@ -21,6 +21,10 @@ from flexroute.usage import Tier, Usage
 
 # 429 codes that are not about capacity: waiting for flex would not help.
 _NOT_CAPACITY_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
+# Codes that mean "no flex capacity now", on any status, in a body or inside a 200 stream:
+# ``resource_unavailable`` (the 429 OpenAI documents for flex) and ``flex_unavailable`` (the
+# ``error`` event / ``response.failed`` code OpenAI's Codex client handles as such).
+_CAPACITY_CODES = frozenset({"resource_unavailable", "flex_unavailable"})
 
 
 class OpenAIDialect(Dialect):
@@ -63,10 +67,17 @@ class OpenAIDialect(Dialect):
         """Make a streaming request report usage (chat needs ``stream_options``)."""
 
     def classify_error(self, status: int, body: bytes) -> ErrorKind:
+        """By status and ``error.code``, never by message. A flex refusal inside a 200 stream
+        is classified as ``classify_error(200, {"error": <the event's error object>})``."""
         error = (loads_object(body) or {}).get("error")
-        code = error.get("code") if isinstance(error, Mapping) else None
-        if code == "resource_unavailable":
+        error = error if isinstance(error, Mapping) else {}
+        code = error.get("code")
+        if code in _CAPACITY_CODES:
             return ErrorKind.CAPACITY
+        if status == 400 and code == "unsupported_value" and error.get("param") == "stream":
+            # "Your organization must be verified to stream this model" (or, from older
+            # models, "'stream' does not support true with this model"): ask unstreamed.
+            return ErrorKind.STREAM_REFUSED
         if status == 503 or (status == 429 and code not in _NOT_CAPACITY_CODES):
             return ErrorKind.CAPACITY
         return ErrorKind.OTHER

@@ -29,6 +29,7 @@ JSONDict = dict[str, Any]
 
 class ErrorKind(enum.Enum):
     CAPACITY = "capacity"  # flex refused for lack of capacity: retry inside the budget
+    STREAM_REFUSED = "stream-refused"  # streaming refused for this model: retry unstreamed
     OTHER = "other"  # anything else: goes back to the client as the provider sent it
 
 

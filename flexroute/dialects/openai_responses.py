@@ -1,9 +1,25 @@
 """OpenAI ``POST /v1/responses``.
 
-*Started* is the first output event: anything but ``response.created``, ``response.queued`` and
-``response.in_progress``. The terminal event (``response.completed``, ``.incomplete``,
+*Started* is the first output event: any typed event but ``response.created``,
+``response.queued``, ``response.in_progress`` and ``error`` (an SSE comment or an untyped
+keep-alive is not output either). The terminal event (``response.completed``, ``.incomplete``,
 ``.failed``) carries the whole response object, usage and tier served included, which is also
-the non-streaming body.
+the non-streaming body. Before the start, an ``error`` event or a ``response.failed`` is the
+attempt's ``failure`` (its error object: the event itself when the code is top-level, as the
+API reference shows it, or the nested ``error`` object, as Codex reads it).
+
+**A reasoning item counts as the start.** A reasoning model first emits
+``response.output_item.added`` with an item of type ``reasoning`` (``{"id": "rs_…", "type":
+"reasoning", "summary": []}``) and then may stay silent for minutes while it thinks, before
+the message item. flexroute takes that reasoning item as the start, for three reasons: it is
+an output item (it lands in ``response.output``), so SPEC §2's rule already names it; the
+provider emits it once the request has left the flex queue and the model is generating, so
+from then on flex is serving and the reasoning tokens are being billed; and for a streaming
+client the event is relayed, so bytes have reached the client and a second call would
+duplicate the response. Falling back after it would pay for the thinking twice. Chat
+completions has no such signal (its reasoning is invisible until the first content delta), so
+there a long think can still hit the deadline: see ``docs/reasoning.md`` on sizing
+``start_within``.
 """
 
 from __future__ import annotations
@@ -20,7 +36,9 @@ from flexroute.dialects.base import (
 )
 from flexroute.dialects.sse import SSEEvent, encode_event
 
-_BEFORE_OUTPUT = frozenset({"response.created", "response.queued", "response.in_progress"})
+_BEFORE_OUTPUT = frozenset(
+    {"response.created", "response.queued", "response.in_progress", "error", None}
+)
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
@@ -58,7 +76,8 @@ class ResponsesObserver(Observer):
             data = loads_object(event.data) or {}
             kind = kind or data.get("type")
             if kind == "error":
-                self.failure = data
+                nested = data.get("error")
+                self.failure = nested if isinstance(nested, dict) else data
                 return event.raw
             response = data.get("response")
             if isinstance(response, dict):

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from flexroute.emulator import gemini, gemini_interactions
+from flexroute.emulator import gemini, gemini_interactions, openai_common
 from flexroute.emulator.anthropic import AnthropicWire
 from flexroute.emulator.capacity import CapacityModel, EmulatorConfig, Plan, Tier, refusal_key
 from flexroute.emulator.content import Reply, build_reply, dumps
@@ -33,7 +33,16 @@ from flexroute.emulator.exchange import (
 from flexroute.emulator.log import AttemptLog
 from flexroute.emulator.openai_chat import ChatWire
 from flexroute.emulator.openai_responses import ResponsesWire
-from flexroute.emulator.wire import JSON_TYPE, SSE_TYPE, BadRequestError, Call, Meta, Problem, Wire
+from flexroute.emulator.wire import (
+    JSON_TYPE,
+    SSE_TYPE,
+    BadRequestError,
+    Call,
+    Meta,
+    Problem,
+    Script,
+    Wire,
+)
 
 _MODELS = ("gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini", "gpt-4o")
 _WINDOW = 60.0
@@ -150,11 +159,24 @@ class Emulator:
             extra = _retry_after(plan.retry_after)
             status = plan.error_status
             await self._error(exchange, wire, meta, status, Problem.SCRIPTED, "", extra)
+        elif plan.refuse_stream and call.stream and isinstance(wire, ChatWire | ResponsesWire):
+            headers = [_json(), *self._headers(exchange, wire, meta, error=True)]
+            await exchange.respond(400, headers, openai_common.STREAM_REFUSAL_BODY)
+        elif (
+            plan.refusal is not None
+            and plan.refusal.in_stream
+            and call.stream
+            and isinstance(wire, ChatWire | ResponsesWire)
+        ):
+            script = wire.refusal_script(reply, meta, plan.refusal.in_stream, plan.refusal.code)
+            await self._refuse_in_stream(exchange, wire, meta, plan, script)
         elif plan.refusal is not None:
             extra = _retry_after(plan.refusal.retry_after)
             usual = wire.overload_status if plan.refusal.overloaded else wire.refuse_status
             status = plan.refusal.status or usual
             await self._error(exchange, wire, meta, status, Problem.CAPACITY, "", extra)
+        elif plan.fault is not None:
+            await self._fault(exchange, wire, meta, plan, reply, stream=call.stream)
         else:
             record.tier_served = wire.tier_name(plan.tier_served)
             deadline = None if call.timeout is None else record.arrived_at + call.timeout
@@ -176,6 +198,7 @@ class Emulator:
             include_usage=call.include_usage,
             window_requests=len(self._window),
             window_tokens=self._window_tokens,
+            reasoning=plan.reasoning is not None,
         )
 
     def _headers(
@@ -221,7 +244,8 @@ class Emulator:
         deadline: float | None,
     ) -> None:
         generation = plan.token_interval * max(0, len(reply.pieces) - 1)
-        if await self._queue(exchange, wire, meta, plan.queue + generation, deadline):
+        waited = plan.queue + (plan.reasoning or 0.0) + generation
+        if await self._queue(exchange, wire, meta, waited, deadline):
             headers = [_json(), *self._headers(exchange, wire, meta, error=False)]
             await exchange.respond(200, headers, wire.body(reply, meta), output=True)
 
@@ -248,6 +272,12 @@ class Emulator:
             await exchange.write(b"".join(script.preamble))
         if not await self._queue(exchange, wire, meta, plan.queue, deadline):
             return
+        if plan.reasoning is not None:  # thinking: silent but for a reasoning item, if any
+            if script.thinking:
+                await start()
+                await exchange.write(b"".join(script.thinking))
+            if not await self._queue(exchange, wire, meta, plan.reasoning, deadline):
+                return
         steps = script.steps
         broken = plan.break_after is not None and plan.break_after <= len(steps)
         if broken:
@@ -260,6 +290,46 @@ class Emulator:
         if broken:
             raise AbruptClose
         await exchange.finish(b"".join(script.closing), output=True)
+
+    async def _refuse_in_stream(
+        self, exchange: Exchange, wire: Wire, meta: Meta, plan: Plan, script: Script
+    ) -> None:
+        """Flex refused inside a 200 stream: the preamble, the queue, the refusal, the end."""
+        headers = [("content-type", SSE_TYPE), ("cache-control", "no-cache")]
+        await exchange.start(200, [*headers, *self._headers(exchange, wire, meta, error=False)])
+        await exchange.write(b"".join(script.preamble))
+        await anyio.sleep(plan.queue)
+        await exchange.finish(b"".join(script.steps))
+
+    async def _fault(
+        self, exchange: Exchange, wire: Wire, meta: Meta, plan: Plan, reply: Reply, *, stream: bool
+    ) -> None:
+        """A flex attempt that ends, after the queue, before any output (``flex_fault``)."""
+        exchange.record.tier_served = None
+        content_type = SSE_TYPE if stream else JSON_TYPE
+        headers = self._headers(exchange, wire, meta, error=False)
+        if plan.fault in ("empty", "html"):
+            await anyio.sleep(plan.queue)
+            if plan.fault == "empty":
+                await exchange.respond(200, [("content-type", content_type), *headers], b"")
+            else:
+                html = [("content-type", "text/html; charset=utf-8"), *headers]
+                await exchange.respond(200, html, _HTML)
+            return
+        await exchange.start(200, [("content-type", content_type), *headers])
+        if stream:
+            await exchange.write(b"".join(wire.script(reply, meta).preamble))
+        await anyio.sleep(plan.queue)
+        if plan.fault == "drop":
+            raise AbruptClose
+        await exchange.finish()
+
+
+# What a load balancer in front of a provider may answer, with a 200, instead of the API.
+_HTML = (
+    b"<!DOCTYPE html>\n<html><head><title>Please wait</title></head>\n\n"
+    b"<body><h1>One moment, please.</h1>\n\n<p>The service is busy.</p></body></html>\n"
+)
 
 
 def _json() -> tuple[str, str]:

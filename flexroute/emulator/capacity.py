@@ -70,6 +70,8 @@ class Refusal:
     status: int | None  # None: the wire format's usual status for this kind of refusal
     retry_after: float | None
     overloaded: bool = False  # the standard tier is overloaded (not a flex refusal)
+    in_stream: str | None = None  # OpenAI: "error" | "failed" inside a 200 stream, not HTTP
+    code: str | None = None  # the in-stream refusal's code
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,9 @@ class Plan:
     cache_write_tokens: int = 0
     cache_write_12h_tokens: int = 0
     audio_tokens: int = 0
+    refuse_stream: bool = False  # OpenAI: streaming refused (400 unsupported_value)
+    fault: str | None = None  # a flex attempt that ends before any output (``flex_fault``)
+    reasoning: float | None = None  # seconds of silent reasoning after the queue
 
 
 def refusal_key(client_request_id: str | None, raw_body: bytes) -> str:
@@ -125,7 +130,9 @@ class CapacityModel:
             refused = self._refused[key]
             if c.flex_refuse == ALWAYS or refused < c.flex_refuse:
                 self._refused[key] = refused + 1
-                refusal = Refusal(c.refuse_status, c.retry_after)
+                refusal = Refusal(
+                    c.refuse_status, c.retry_after, in_stream=c.refuse_in_stream, code=c.refuse_code
+                )
         queue = c.flex_queue if tier is Tier.FLEX else c.standard_queue
         answer = "tool_call" if c.tool_call else "refusal" if c.refusal else "text"
         return Plan(
@@ -144,6 +151,9 @@ class CapacityModel:
             cache_write_tokens=c.cache_write_tokens or 0,
             cache_write_12h_tokens=c.cache_write_12h_tokens or 0,
             audio_tokens=c.audio_tokens or 0,
+            refuse_stream=c.refuse_stream,
+            fault=c.flex_fault if tier is Tier.FLEX else None,
+            reasoning=c.reasoning_time,
         )
 
     def _seeded(self, tier: Tier) -> Plan:

@@ -21,6 +21,24 @@ test states exactly the behaviour it needs, e.g. ``x-emulator: flex_queue=0.2;to
 | ``break_after`` | N | streams: drop the connection after N output pieces |
 | ``serve_tier`` | ``default``/``standard``, ``flex``, ``priority`` | tier reported served |
 | ``status`` | HTTP code | answer with that error in the provider's format |
+| ``refuse_in_stream`` | ``error``, ``failed`` | OpenAI streams: refusals inside a 200 stream |
+| ``refuse_code`` | a code | ``code`` of in-stream refusals (default ``flex_unavailable``) |
+| ``refuse_stream`` | 1 | OpenAI: streaming requests get the 400 unverified organisations get |
+| ``flex_fault`` | ``empty``, ``html``, ``close``, ``drop`` | flex ends before any output |
+| ``reasoning_time`` | seconds | a silent reasoning phase after the queue, before any output |
+
+In-stream refusals (``flex_refuse`` with ``refuse_in_stream``) answer 200 with the stream's
+preamble, wait out the queue, then send an ``error`` event (chat: ``data: {"error": …}``;
+Responses: ``event: error`` with a top-level ``code``, as the API reference shows it) or a
+Responses ``response.failed`` whose ``response.error.code`` is the refusal code, and end the
+stream; a non-streaming request is refused over HTTP as usual. ``refuse_stream`` answers any
+streaming OpenAI request, whatever its tier, with OpenAI's exact body (``param: "stream"``,
+``code: "unsupported_value"``). ``flex_fault`` applies to flex attempts only, after the queue:
+``empty`` is a 200 with no body, ``html`` a 200 ``text/html`` page (a load balancer's),
+``close`` a stream that ends cleanly after its preamble, ``drop`` one whose connection is cut
+there. ``reasoning_time`` models a reasoning model thinking: nothing for that long after the
+queue; on the Responses API a ``response.output_item.added`` of type ``reasoning`` comes first,
+its ``output_item.done`` after the silence, as the real API streams it.
 """
 
 from __future__ import annotations
@@ -60,6 +78,11 @@ class Controls:
     break_after: int | None = None
     serve_tier: str | None = None
     status: int | None = None
+    refuse_in_stream: str | None = None  # "error" | "failed"
+    refuse_code: str | None = None
+    refuse_stream: bool = False
+    flex_fault: str | None = None  # "empty" | "html" | "close" | "drop"
+    reasoning_time: float | None = None
 
 
 _TIERS = frozenset({"default", "standard", "flex", "priority"})
@@ -96,6 +119,21 @@ def _status(text: str) -> int:
     return value
 
 
+def _one_of(*values: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in values:
+            raise ValueError(text)
+        return text
+
+    return parse
+
+
+def _code(text: str) -> str:
+    if not text or len(text) > 64 or not all(c.islower() or c == "_" for c in text):
+        raise ValueError(text)
+    return text
+
+
 def _tier(text: str) -> str:
     if text not in _TIERS:
         raise ValueError(text)
@@ -121,6 +159,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "break_after": _count,
     "serve_tier": _tier,
     "status": _status,
+    "refuse_in_stream": _one_of("error", "failed"),
+    "refuse_code": _code,
+    "refuse_stream": _flag,
+    "flex_fault": _one_of("empty", "html", "close", "drop"),
+    "reasoning_time": _seconds,
 }
 assert set(_PARSERS) == {f.name for f in fields(Controls)}
 

@@ -120,6 +120,18 @@ class ChatWire:
             preamble=(self._chunk(meta, [_choice(first)]),), steps=steps, closing=tuple(closing)
         )
 
+    def refusal_script(self, reply: Reply, meta: Meta, kind: str, code: str | None) -> Script:
+        """A flex refusal inside a 200 stream: the role chunk, then (after the queue) an error
+        chunk, and the stream ends without ``[DONE]``. Chat has one shape for both kinds."""
+        preamble = self.script(reply, meta).preamble
+        error = {
+            "message": openai_common.IN_STREAM_REFUSAL_MESSAGE,
+            "type": "rate_limit_exceeded",
+            "param": None,
+            "code": code or "flex_unavailable",
+        }
+        return Script(preamble=preamble, steps=(sse(dumps({"error": error})),), closing=())
+
     def _delta(self, reply: Reply, meta: Meta, index: int, piece: str) -> dict[str, Any]:
         if reply.kind == "refusal":
             return {"refusal": piece}

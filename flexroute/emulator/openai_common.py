@@ -29,6 +29,27 @@ _CAPACITY_MESSAGE = (
 )
 
 
+# What OpenAI answers a streaming request for a model an unverified organisation may not stream
+# (o3, gpt-5 and later for some organisations), byte for byte but for the compact JSON.
+_STREAM_REFUSAL_MESSAGE = (
+    "Your organization must be verified to stream this model. Please go to: "
+    "https://platform.openai.com/settings/organization/general and click on Verify "
+    "Organization. If you just verified, it can take up to 15 minutes for access to propagate."
+)
+STREAM_REFUSAL_BODY = dumps(
+    {
+        "error": {
+            "message": _STREAM_REFUSAL_MESSAGE,
+            "type": "invalid_request_error",
+            "param": "stream",
+            "code": "unsupported_value",
+        }
+    }
+)
+# The message of a flex refusal inside a stream when the scripted code is the default.
+IN_STREAM_REFUSAL_MESSAGE = "Flex capacity unavailable."
+
+
 def read_call(body: Mapping[str, Any], *, stream_usage: bool) -> Call:
     """Model, tier and stream flag of a chat-completions or Responses request."""
     model = body.get("model")

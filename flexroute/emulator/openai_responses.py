@@ -1,5 +1,11 @@
 """OpenAI ``POST /v1/responses``: the ``response`` object, and its stream of typed events
-(``event: <type>`` + ``data: {json}``, each with a ``sequence_number``)."""
+(``event: <type>`` + ``data: {json}``, each with a ``sequence_number``).
+
+With a reasoning phase (``reasoning_time``) the output starts with a ``reasoning`` item, as a
+reasoning model's does: ``response.output_item.added`` with ``{"id": "rs_…", "type":
+"reasoning", "summary": []}`` at output index 0 as soon as the queue is over, its
+``response.output_item.done`` after the silence, then the message at output index 1.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,10 @@ from flexroute.emulator.wire import BadRequestError, Call, Meta, Problem, Script
 def _ids(meta: Meta) -> tuple[str, str, str]:
     n = f"{meta.seq:08d}"
     return f"resp_emu{n}", f"msg_emu{n}", f"fc_emu{n}"
+
+
+def _reasoning_item(meta: Meta) -> dict[str, Any]:
+    return {"id": f"rs_emu{meta.seq:08d}", "type": "reasoning", "summary": []}
 
 
 def usage(reply: Reply) -> dict[str, Any]:
@@ -83,11 +93,11 @@ def _response(reply: Reply, meta: Meta, *, done: bool) -> dict[str, Any]:
         "max_output_tokens": None,
         "max_tool_calls": None,
         "model": meta.model,
-        "output": [_item(reply, meta, done=True)] if done else [],
+        "output": [*_reasoning(meta), _item(reply, meta, done=True)] if done else [],
         "parallel_tool_calls": True,
         "previous_response_id": None,
         "prompt_cache_key": None,
-        "reasoning": {"effort": None, "summary": None},
+        "reasoning": {"effort": "medium" if meta.reasoning else None, "summary": None},
         "safety_identifier": None,
         "service_tier": openai_common.tier_name(meta.tier),
         "store": True,
@@ -102,6 +112,10 @@ def _response(reply: Reply, meta: Meta, *, done: bool) -> dict[str, Any]:
         "user": None,
         "metadata": {},
     }
+
+
+def _reasoning(meta: Meta) -> list[dict[str, Any]]:
+    return [_reasoning_item(meta)] if meta.reasoning else []
 
 
 class _Events:
@@ -147,10 +161,17 @@ class ResponsesWire:
             event("response.created", response=_response(reply, meta, done=False)),
             event("response.in_progress", response=_response(reply, meta, done=False)),
         )
+        thinking: tuple[bytes, ...] = ()
+        opening = b""
+        if meta.reasoning:
+            item = _reasoning_item(meta)
+            thinking = (event("response.output_item.added", output_index=0, item=item),)
+            opening = event("response.output_item.done", output_index=0, item=item)
+        index = 1 if meta.reasoning else 0
         item_id = _item(reply, meta, done=False)["id"]
-        at = {"item_id": item_id, "output_index": 0}
-        opening = event(
-            "response.output_item.added", output_index=0, item=_item(reply, meta, done=False)
+        at = {"item_id": item_id, "output_index": index}
+        opening += event(
+            "response.output_item.added", output_index=index, item=_item(reply, meta, done=False)
         )
         if reply.kind != "tool_call":
             at["content_index"] = 0
@@ -178,10 +199,33 @@ class ResponsesWire:
         if reply.kind != "tool_call":
             closing.append(event("response.content_part.done", **at, part=_part(reply, done=True)))
         closing.append(
-            event("response.output_item.done", output_index=0, item=_item(reply, meta, done=True))
+            event(
+                "response.output_item.done", output_index=index, item=_item(reply, meta, done=True)
+            )
         )
         closing.append(event("response.completed", response=_response(reply, meta, done=True)))
-        return Script(preamble=preamble, steps=tuple(steps), closing=tuple(closing))
+        return Script(
+            preamble=preamble, steps=tuple(steps), closing=tuple(closing), thinking=thinking
+        )
+
+    def refusal_script(self, reply: Reply, meta: Meta, kind: str, code: str | None) -> Script:
+        """A flex refusal inside a 200 stream: ``response.created`` and ``.in_progress``, then
+        (after the queue) an ``error`` event — code, message and param at the top level, as the
+        API reference shows it — or a ``response.failed`` whose ``response.error`` says why."""
+        event = _Events()
+        pending = _response(reply, meta, done=False)
+        preamble = (
+            event("response.created", response=pending),
+            event("response.in_progress", response=pending),
+        )
+        code = code or "flex_unavailable"
+        message = openai_common.IN_STREAM_REFUSAL_MESSAGE
+        if kind == "failed":
+            failed = {**pending, "status": "failed", "error": {"code": code, "message": message}}
+            refusal = event("response.failed", response=failed)
+        else:
+            refusal = event("error", code=code, message=message, param=None)
+        return Script(preamble=preamble, steps=(refusal,), closing=())
 
     @staticmethod
     def _delta_type(reply: Reply) -> str:

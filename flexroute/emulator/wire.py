@@ -55,6 +55,7 @@ class Meta:
     include_usage: bool = False
     window_requests: int = 1  # requests seen this minute, for rate-limit headers
     window_tokens: int = 0
+    reasoning: bool = False  # a reasoning phase precedes the output (``reasoning_time``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +63,14 @@ class Script:
     """A stream: ``preamble`` goes out at once, then the queue, then one step per piece.
 
     An empty preamble means the response headers wait for the first step too (Gemini sends
-    nothing before its first chunk).
+    nothing before its first chunk). ``thinking`` goes out after the queue when a reasoning
+    phase follows (the Responses API's ``reasoning`` output item), before its silence.
     """
 
     preamble: tuple[bytes, ...]
     steps: tuple[bytes, ...]
     closing: tuple[bytes, ...]
+    thinking: tuple[bytes, ...] = ()
 
 
 class Wire(Protocol):
