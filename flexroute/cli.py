@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from flexroute import __version__
 from flexroute.errors import ConfigError, FlexrouteError
 
 
@@ -24,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flexroute", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"flexroute {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the sidecar proxy")
@@ -38,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     emulate.set_defaults(run=_emulate)
 
     demo = commands.add_parser("demo", help="emulator + proxy + a mixed workload, no keys needed")
+    demo.add_argument(
+        "--database-url",
+        help="ledger for the demo's records (default: a scratch file, deleted at exit; never "
+        "FLEXROUTE_DATABASE_URL)",
+    )
     demo.set_defaults(run=_demo)
 
     prices = commands.add_parser("prices", help="print the price catalog")
@@ -207,7 +214,7 @@ def _emulate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from flexroute.demo import run_demo
 
-    return run_demo()
+    return run_demo(args.database_url)
 
 
 def _prices(args: argparse.Namespace) -> int:

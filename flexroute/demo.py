@@ -17,7 +17,9 @@ from decimal import Decimal
 from typing import Any
 
 from flexroute.config import Settings
+from flexroute.duration import format_seconds
 from flexroute.money import format_usd
+from flexroute.providers import PROVIDERS
 from flexroute.table import render_table
 
 PROMPT = "Summarise flex processing in one line."
@@ -109,7 +111,31 @@ WORKLOAD: tuple[Step, ...] = (
 _MONEY = ("standard_cost_usd", "cost_usd", "saving_usd", "fee_usd")
 
 
-def run_demo() -> int:
+WHAT_NEXT = """
+What next: run the proxy against the real providers and change only your client's base URL.
+
+    OPENAI_API_KEY=sk-... flexroute serve          # sidecar on http://127.0.0.1:8080
+
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:8080/v1")
+    client.chat.completions.create(model="gpt-5-mini", messages=[...],
+                                   extra_body={"start_within": "30s"})
+
+Or keep no sidecar: flexroute.wrap(openai.OpenAI(), start_within="30s")."""
+
+
+def run_demo(database_url: str | None = None) -> int:
+    """Run the workload; its records go to ``database_url``, else to a scratch ledger that is
+    deleted afterwards (never the operator's real one)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="flexroute-demo-") as scratch:
+        url = database_url or f"sqlite:///{scratch}/ledger.sqlite3"
+        where = url if database_url else f"{url} (a scratch ledger, deleted at exit)"
+        return _run(url, where)
+
+
+def _run(database_url: str, where: str) -> int:
     import anthropic
     import openai
     from google import genai
@@ -122,8 +148,9 @@ def run_demo() -> int:
 
     base = Settings()
     with serve_in_thread(emulator_app(EmulatorConfig(seed=7))) as emulator_url:
-        upstreams = {f"{p}_base_url": emulator_url for p in ("openai", "gemini", "anthropic")}
-        settings = base.model_copy(update=upstreams)
+        update: dict[str, Any] = {f"{p.name}_base_url": emulator_url for p in PROVIDERS}
+        update.update(database_url=database_url, spool_path=None)
+        settings = base.model_copy(update=update)
         with serve_in_thread(create_app(settings)) as proxy_url:
             key = "demo-key-not-a-real-key"
             clients = Clients(
@@ -132,23 +159,29 @@ def run_demo() -> int:
                     base_url=proxy_url, api_version="v1beta")),
                 anthropic=anthropic.Anthropic(api_key=key, base_url=proxy_url, max_retries=0),
             )  # fmt: skip
-            print(f"emulator {emulator_url}  proxy {proxy_url}  ledger {settings.database_url}\n")
+            print(f"emulator {emulator_url}  proxy {proxy_url}\nledger {where}\n")
             rows = [_row(label, _fetch(proxy_url, run(clients))) for label, run in WORKLOAD]
     totals = [sum((Decimal(r[k]) for r in rows if r["cost_usd"] is not None), Decimal(0))
               for k in _MONEY]  # fmt: skip
-    table = [[r["label"], r["model"], r["route"], r["reason"] or "", r["tier_served"] or "",
-              str(r["flex_wait_ms"] or ""), *(r[k] or "not reported" for k in _MONEY)]
+    table = [[r["label"], r["model"], _budget(r["start_within_ms"]), r["route"],
+              r["reason"] or "", r["tier_served"] or "", str(r["flex_wait_ms"] or ""),
+              *(r[k] or "not reported" for k in _MONEY)]
              for r in rows]  # fmt: skip
-    table.append(["total", "", "", "", "", "", *(format_usd(t) for t in totals)])
-    headers = ["request", "model", "route", "reason", "tier", "wait ms",
+    table.append(["total", "", "", "", "", "", "", *(format_usd(t) for t in totals)])
+    headers = ["request", "model", "start_within", "route", "reason", "tier", "wait ms",
                "standard $", "cost $", "saving $", "fee $"]  # fmt: skip
-    print(render_table(headers, table, align="llllllrrrr"))
+    print(render_table(headers, table, align="lllllllrrrr"))
     print(
         "\nFee = 20% of the saving against the standard price; fallback and passthrough pay "
         "none.\nA passthrough stream whose client did not ask for usage is forwarded unchanged: "
         "its cost is not reported and is left out of the totals."
     )
+    print(WHAT_NEXT)
     return 0
+
+
+def _budget(start_within_ms: int | None) -> str:
+    return "" if start_within_ms is None else format_seconds(start_within_ms / 1000)
 
 
 def _row(label: str, record: dict[str, Any]) -> dict[str, Any]:

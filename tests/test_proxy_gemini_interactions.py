@@ -14,21 +14,12 @@ from google.genai import types
 from google.genai.interactions import Interaction, InteractionCompletedEvent, StepDelta, TextDelta
 
 from flexroute.catalog import default_catalog
-from flexroute.dialects.gemini_interactions import PATHS, interactions_usage
+from flexroute.dialects.gemini_interactions import interactions_usage
 from flexroute.fees import compute_charge
-from flexroute.providers import GEMINI
 from flexroute.usage import Tier
 from tests.conftest import Proxy, attempts
 
 MODEL = "gemini-2.5-flash"
-
-# Until providers/gemini.py registers InteractionsDialect for these paths, the proxy forwards
-# them unrouted and every test here fails; the marker lapses by itself once they are routed.
-pytestmark = pytest.mark.xfail(
-    any(GEMINI.dialect_for("POST", path) is None for path in PATHS),
-    reason="Interactions paths not yet registered in flexroute/providers/gemini.py",
-    strict=True,
-)
 
 
 def gemini(proxy: Proxy, api_version: str | None = None) -> genai.Client:
