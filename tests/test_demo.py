@@ -1,0 +1,27 @@
+"""``flexroute demo``: the README's first command, with no keys and its own scratch ledger."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+class TestDemo:
+    def test_runs_without_keys_and_leaves_the_operators_ledger_alone(self, tmp_path: Path) -> None:
+        """Every row answered; the configured ledger is never created; it says what next."""
+        ledger = tmp_path / "real-ledger.sqlite3"
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")} | {
+            "FLEXROUTE_DATABASE_URL": f"sqlite:///{ledger}"
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "flexroute.cli", "demo"],
+            capture_output=True, text=True, timeout=300, env=env, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "a scratch ledger, deleted at exit" in done.stdout
+        assert "What next" in done.stdout
+        assert not ledger.exists()
+        rows = [line for line in done.stdout.splitlines() if line.startswith("chat, flex")]
+        assert any(" flex " in row and "2s" in row for row in rows)
