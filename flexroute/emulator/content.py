@@ -1,6 +1,9 @@
 """What the emulated model says: deterministic text, tool-call or refusal pieces, and usage.
 
-Every wire format renders the same ``Reply``; only the framing differs.
+Every wire format renders the same ``Reply``; only the framing differs. A request that asks for
+JSON (``structured.output_format``) gets text that parses and matches its schema; one that
+forces a tool call (``structured.forced_tool``), or the ``tool_call=1`` control, gets a call
+whose arguments match the tool's parameters (``schema_fill.instance``).
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flexroute.emulator import structured
 from flexroute.emulator.capacity import Plan
+from flexroute.emulator.schema_fill import SchemaError, instance
 
 _WORDS = (
     "Flex",
@@ -76,31 +81,67 @@ class Reply:
 
 def build_reply(plan: Plan, body: Mapping[str, Any]) -> Reply:
     n = plan.tokens
-    if plan.answer == "tool_call":
-        pieces = _split(_TOOL_ARGUMENTS, max(1, n))
-    elif plan.answer == "refusal":
+    kind, name = plan.answer, tool_name(body)
+    forced = structured.forced_tool(body) if kind == "text" else None
+    shape = structured.output_format(body) if kind == "text" else None
+    if kind == "tool_call" or forced is not None:
+        tool = forced or next(iter(structured.declared_tools(body)), None)
+        kind, name = "tool_call", tool.name if tool else _DEFAULT_TOOL
+        pieces = _split(tool_arguments(tool), max(1, n))
+    elif kind == "refusal":
         words = _REFUSAL.split(" ")
         pieces = tuple(w if i == len(words) - 1 else f"{w} " for i, w in enumerate(words))
+    elif shape is not None:
+        pieces = _split(structured_text(shape, n), max(1, n))
     else:
-        pieces = tuple(_WORDS[i % len(_WORDS)] + ("." if i == n - 1 else " ") for i in range(n))
+        pieces = _words(n)
     prompt = estimate_prompt_tokens(body) if plan.prompt_tokens is None else plan.prompt_tokens
     cached = min(plan.cached_tokens, prompt)
     twelve_hours = min(plan.cache_write_12h_tokens, prompt - cached)
     return Reply(
-        kind=plan.answer,
+        kind=kind,
         pieces=pieces,
         prompt_tokens=prompt,
         cached_tokens=cached,
         reasoning_tokens=plan.reasoning_tokens,
-        tool_name=tool_name(body),
+        tool_name=name,
         cache_write_tokens=min(plan.cache_write_tokens, prompt - cached - twelve_hours),
         cache_write_12h_tokens=twelve_hours,
         audio_tokens=min(plan.audio_tokens, prompt),
     )
 
 
+def _words(n: int) -> tuple[str, ...]:
+    return tuple(_WORDS[i % len(_WORDS)] + ("." if i == n - 1 else " ") for i in range(n))
+
+
+def tool_arguments(tool: structured.Tool | None) -> str:
+    """Arguments (JSON text) for a call to ``tool``: the sample weather arguments when its
+    parameters name no properties, else the minimal instance of its parameters' schema."""
+    schema = tool.parameters if tool else None
+    if not schema or not (schema.get("properties") or schema.get("required")):
+        return _TOOL_ARGUMENTS
+    try:
+        return json.dumps(instance(schema), separators=(",", ":"), ensure_ascii=False)
+    except SchemaError:
+        return "{}"
+
+
+def structured_text(shape: structured.OutputFormat, n: int) -> str:
+    """The answer as JSON matching ``shape`` (plain JSON mode: the usual words, wrapped)."""
+    if shape.schema is structured.JSON_OBJECT:
+        return json.dumps({"answer": "".join(_words(max(1, n)))}, separators=(",", ":"))
+    try:
+        value = instance(shape.schema)
+    except SchemaError:
+        value = {}
+    if shape.enum:
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def _split(text: str, parts: int) -> tuple[str, ...]:
-    parts = min(parts, len(text))
+    parts = max(1, min(parts, len(text)))
     size, extra = divmod(len(text), parts)
     out, start = [], 0
     for i in range(parts):
