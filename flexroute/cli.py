@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import sys
 from collections.abc import Sequence
 
 from flexroute import __version__
+from flexroute.config_file import redact_url
 from flexroute.errors import ConfigError, FlexrouteError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    config = getattr(args, "config_file", None) or args.config
+    if config:  # every command (and worker process) reads its settings through it
+        os.environ["FLEXROUTE_CONFIG"] = config
     try:
         result: int = args.run(args)
     except FlexrouteError as error:
@@ -26,12 +31,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flexroute", description=__doc__)
     parser.add_argument("--version", action="version", version=f"flexroute {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file of settings (env: FLEXROUTE_CONFIG); the environment wins over it",
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the sidecar proxy")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    serve.add_argument("--config", metavar="FILE", dest="config_file", help="a TOML settings file")
     serve.set_defaults(run=_serve)
+
+    config = commands.add_parser("config", help="the effective settings")
+    config_actions = config.add_subparsers(required=True, metavar="ACTION")
+    check = config_actions.add_parser(
+        "check", help="print the effective settings (secrets masked); exit 1 on a problem"
+    )
+    check.add_argument("--config", metavar="FILE", dest="config_file", help="a TOML settings file")
+    check.set_defaults(run=_config_check)
 
     emulate = commands.add_parser("emulate", help="run the provider emulator on loopback")
     emulate.add_argument("--host", default="127.0.0.1")
@@ -150,12 +169,12 @@ def _serve(args: argparse.Namespace) -> int:
     import anyio
     import uvicorn
 
-    from flexroute.config import Settings
+    from flexroute.config_file import load_settings
     from flexroute.ledger import open_store
     from flexroute.providers import upstream_lines
     from flexroute.proxy import create_app
 
-    settings = Settings()
+    settings = load_settings()
 
     async def gateway_mode() -> bool:
         store = open_store(settings.database_url)
@@ -168,9 +187,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not gateway and not _is_loopback(args.host):
         raise ConfigError(
             f"refusing to listen on {args.host}: there are no flexroute keys in "
-            f"{settings.database_url}, so this would be a sidecar serving the server's own "
-            "provider keys to anyone who can reach it. Use --host 127.0.0.1, or create keys "
-            "first (`flexroute keys create --org ORG`) to run in gateway mode."
+            f"{redact_url(settings.database_url)}, so this would be a sidecar serving the "
+            "server's own provider keys to anyone who can reach it. Use --host 127.0.0.1, or "
+            "create keys first (`flexroute keys create --org ORG`) to run in gateway mode."
         )
     if gateway and settings.secret_key is None:
         raise ConfigError(
@@ -182,7 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
     limits = "redis" if settings.redis_url else "in-process"
     print(
         f"flexroute proxy ({mode} mode, {limits} rate limits) on http://{args.host}:{args.port} "
-        f"(ledger: {_redacted(settings.database_url)})",
+        f"(ledger: {redact_url(settings.database_url)})",
         flush=True,
     )
     for line in upstream_lines(settings):
@@ -191,14 +210,16 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _redacted(url: str) -> str:
-    """A database URL without its password."""
-    from urllib.parse import urlsplit
+def _config_check(args: argparse.Namespace) -> int:
+    from flexroute.config_file import describe, load_settings, unknown_environment
+    from flexroute.table import render_table
 
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+    settings = load_settings()
+    print(render_table(["setting", "value"], [list(row) for row in describe(settings)]))
+    unknown = unknown_environment()
+    for name in unknown:
+        print(f"flexroute: unknown setting in the environment: {name}", file=sys.stderr)
+    return 1 if unknown else 0
 
 
 def _emulate(args: argparse.Namespace) -> int:
@@ -237,11 +258,11 @@ def _prices_check(args: argparse.Namespace) -> int:
 def _request(args: argparse.Namespace) -> int:
     import anyio
 
-    from flexroute.config import Settings
+    from flexroute.config_file import load_settings
     from flexroute.ledger import open_store
 
     async def fetch() -> int:
-        store = open_store(Settings().database_url)
+        store = open_store(load_settings().database_url)
         try:
             record = await store.get(args.request_id)
         finally:

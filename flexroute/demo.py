@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from flexroute.config import Settings
+from flexroute.config_file import load_settings
 from flexroute.duration import format_seconds
 from flexroute.money import format_usd
 from flexroute.providers import PROVIDERS
@@ -146,7 +146,7 @@ def _run(database_url: str, where: str) -> int:
     from flexroute.proxy import create_app
     from flexroute.testing import serve_in_thread
 
-    base = Settings()
+    base = load_settings()
     with serve_in_thread(emulator_app(EmulatorConfig(seed=7))) as emulator_url:
         update: dict[str, Any] = {f"{p.name}_base_url": emulator_url for p in PROVIDERS}
         update.update(database_url=database_url, spool_path=None)

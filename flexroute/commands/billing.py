@@ -10,11 +10,11 @@ from flexroute.billing.choose import processor_for
 from flexroute.billing.run import billing_run
 from flexroute.billing.state import mark_failed, mark_paid
 from flexroute.commands._common import parse_when, store_for
-from flexroute.config import Settings
+from flexroute.config_file import load_settings
 
 
 async def run(at: str | None) -> int:
-    settings = Settings()
+    settings = load_settings()
     when = dt.datetime.now(dt.UTC) if at is None else parse_when(at, "--at")
     processor = processor_for(settings)
     async with store_for(settings) as store:
@@ -29,14 +29,14 @@ async def run(at: str | None) -> int:
 
 
 async def paid(org_id: str) -> int:
-    async with store_for(Settings()) as store:
+    async with store_for(load_settings()) as store:
         org = await mark_paid(store, org_id)
     print(json.dumps(org.to_json(), indent=2))
     return 0
 
 
 async def failed(org_id: str, reason: str) -> int:
-    async with store_for(Settings()) as store:
+    async with store_for(load_settings()) as store:
         org = await mark_failed(store, org_id, reason)
     print(json.dumps(org.to_json(), indent=2))
     return 0

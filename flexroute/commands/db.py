@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flexroute.commands._common import store_for
-from flexroute.config import Settings
+from flexroute.config_file import load_settings
 
 
 async def upgrade() -> int:
-    settings = Settings()
+    settings = load_settings()
     async with store_for(settings) as store:
         version = await store.upgrade()
     print(f"ledger schema at version {version} ({settings.database_url})")

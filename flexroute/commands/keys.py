@@ -11,7 +11,7 @@ import json
 import sys
 
 from flexroute.commands._common import store_for
-from flexroute.config import Settings
+from flexroute.config_file import load_settings
 from flexroute.errors import ConfigError
 from flexroute.ledger.keys import TIERS, ApiKey, hash_key, new_key
 from flexroute.table import render_table
@@ -24,7 +24,7 @@ async def create(org_id: str, tier: str) -> int:
         raise ConfigError("--org must name an organisation")
     key_id, key = new_key()
     record = ApiKey(key_id, org_id, tier, False, dt.datetime.now(dt.UTC))
-    async with store_for(Settings()) as store:
+    async with store_for(load_settings()) as store:
         await store.create_key(record, hash_key(key))
     print(key)
     print(
@@ -36,7 +36,7 @@ async def create(org_id: str, tier: str) -> int:
 
 
 async def list_(org_id: str | None, as_json: bool) -> int:
-    async with store_for(Settings()) as store:
+    async with store_for(load_settings()) as store:
         keys = await store.keys(org_id)
     if as_json:
         print(json.dumps([key.to_json() for key in keys], indent=2))
@@ -50,7 +50,7 @@ async def list_(org_id: str | None, as_json: bool) -> int:
 
 
 async def revoke(key_id: str) -> int:
-    async with store_for(Settings()) as store:
+    async with store_for(load_settings()) as store:
         done = await store.revoke_key(key_id)
     if not done:
         print(f"flexroute: no key {key_id}", file=sys.stderr)

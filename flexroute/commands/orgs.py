@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 from flexroute.commands._common import store_for
-from flexroute.config import Settings
+from flexroute.config_file import load_settings
 from flexroute.table import render_table
 
 
 async def show(org_id: str, as_json: bool) -> int:
-    async with store_for(Settings()) as store:
+    async with store_for(load_settings()) as store:
         org = await store.org(org_id)
     data = org.to_json()
     if as_json:

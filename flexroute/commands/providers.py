@@ -13,7 +13,7 @@ import json
 import sys
 
 from flexroute.commands._common import store_for
-from flexroute.config import Settings
+from flexroute.config_file import load_settings
 from flexroute.errors import ConfigError
 from flexroute.ledger.keys import PROVIDERS, SealedProviderKey, fingerprint
 from flexroute.sealing import Sealer
@@ -23,7 +23,7 @@ from flexroute.table import render_table
 async def set_(org_id: str, provider: str) -> int:
     if provider not in PROVIDERS:
         raise ConfigError(f"provider {provider!r} is not one of {', '.join(PROVIDERS)}")
-    settings = Settings()
+    settings = load_settings()
     sealer = Sealer.from_settings(settings)
     if sys.stdin.isatty():
         print(f"paste the {provider} API key for {org_id}, then Enter:", file=sys.stderr)
@@ -44,7 +44,7 @@ async def set_(org_id: str, provider: str) -> int:
 
 
 async def list_(org_id: str, as_json: bool) -> int:
-    async with store_for(Settings()) as store:
+    async with store_for(load_settings()) as store:
         keys = await store.provider_keys(org_id)
     data = [
         {
@@ -66,7 +66,7 @@ async def list_(org_id: str, as_json: bool) -> int:
 
 
 async def rotate() -> int:
-    settings = Settings()
+    settings = load_settings()
     sealer = Sealer.from_settings(settings)
     done = 0
     async with store_for(settings) as store:

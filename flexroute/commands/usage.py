@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from flexroute.commands._common import parse_when, store_for
-from flexroute.config import Settings
+from flexroute.config_file import load_settings
 from flexroute.ledger import UsageRow
 from flexroute.table import render_table
 
@@ -17,7 +17,7 @@ def usage_json(rows: list[UsageRow]) -> dict[str, object]:
 
 async def show(org_id: str | None, since: str | None, as_json: bool) -> int:
     start = None if since is None else parse_when(since, "--since")
-    async with store_for(Settings()) as store:
+    async with store_for(load_settings()) as store:
         rows = await store.usage(org_id, start)
     if as_json:
         print(json.dumps(usage_json(rows), indent=2))
