@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -42,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
     serve.add_argument("--config", metavar="FILE", dest="config_file", help="a TOML settings file")
+    serve.add_argument(
+        "--log-format", choices=("json", "text"), default="json",
+        help="one JSON object per line (json, the default) or text for a terminal",
+    )  # fmt: skip
+    serve.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"),
+        help="info (default) logs one line per request",
+    )  # fmt: skip
     serve.set_defaults(run=_serve)
 
     config = commands.add_parser("config", help="the effective settings")
@@ -171,7 +180,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from flexroute.config_file import load_settings
     from flexroute.ledger import open_store
-    from flexroute.providers import upstream_lines
+    from flexroute.logs import configure as configure_logging
+    from flexroute.providers import PROVIDERS, upstream_lines
     from flexroute.proxy import create_app
 
     settings = load_settings()
@@ -196,17 +206,24 @@ def _serve(args: argparse.Namespace) -> int:
             "gateway mode (flexroute keys exist) needs FLEXROUTE_SECRET_KEY to open the stored "
             "provider keys"
         )
+    configure_logging(args.log_format, args.log_level)
     app = create_app(settings)
     mode = "gateway" if gateway else "sidecar"
     limits = "redis" if settings.redis_url else "in-process"
-    print(
-        f"flexroute proxy ({mode} mode, {limits} rate limits) on http://{args.host}:{args.port} "
-        f"(ledger: {redact_url(settings.database_url)})",
-        flush=True,
-    )
-    for line in upstream_lines(settings):
-        print(line, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    logging.getLogger("flexroute").info(
+        "flexroute %s proxy (%s mode, %s rate limits) on http://%s:%s, ledger %s; %s",
+        __version__, mode, limits, args.host, args.port, redact_url(settings.database_url),
+        "; ".join(upstream_lines(settings)),
+        extra={
+            "version": __version__, "mode": mode, "workers": 1, "rate_limits": limits,
+            "store": redact_url(settings.database_url),
+            "upstreams": {p.name: getattr(settings, p.base_url_setting) for p in PROVIDERS},
+        },
+    )  # fmt: skip
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+        log_config=None,  # uvicorn's own lines through flexroute's handler and format
+    )  # fmt: skip
     return 0
 
 

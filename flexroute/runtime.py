@@ -19,6 +19,7 @@ from flexroute.config import Settings
 from flexroute.engine import Engine
 from flexroute.ledger import LedgerRecord, SpooledWriter, Store, open_store, spool_path_for
 from flexroute.limits import Limiter, limiter_for
+from flexroute.logs import request_line
 from flexroute.metrics import Metrics
 from flexroute.upstream import AiohttpUpstream, Bounds, Upstream
 
@@ -58,7 +59,7 @@ def build_runtime(
 ) -> Runtime:
     """Build the engine for ``settings``; given parts are used as they are (tests, the
     wrapper's own upstream), the rest made from the settings. ``on_record`` hears every
-    ledger record after the metrics have counted it."""
+    ledger record after the metrics have counted it and its log line is written."""
     upstream = upstream or AiohttpUpstream(Bounds.from_settings(settings))
     store = store or open_store(settings.database_url)
     metrics = Metrics()
@@ -69,6 +70,7 @@ def build_runtime(
 
     def recorded(record: LedgerRecord) -> None:
         metrics.observe(record)
+        request_line(record)
         if on_record is not None:
             on_record(record)
 

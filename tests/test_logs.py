@@ -1,0 +1,43 @@
+"""One structured log line per request, never a key or a body (issue 12, item 3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import openai
+import pytest
+
+from flexroute.logs import JSONFormatter, TextFormatter
+from tests.conftest import Proxy
+
+HI: list[Any] = [{"role": "user", "content": "a prompt that must not be logged"}]
+
+
+class TestRequestLines:
+    def test_one_line_per_request_with_the_money_and_no_secrets(
+        self, proxy: Proxy, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A flex request logs its route, tiers, wait and fee; not its key nor its prompt."""
+        caplog.set_level(logging.INFO, logger="flexroute.requests")
+        client = openai.OpenAI(
+            api_key="sk-canary-never-logged", base_url=f"{proxy.url}/v1", max_retries=0
+        )
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-5-mini", messages=HI, extra_body={"start_within": "5s"}
+        )
+        request_id = raw.headers["x-flexroute-request-id"]
+        [line] = [r for r in caplog.records if r.name == "flexroute.requests"]
+        as_json = json.loads(JSONFormatter().format(line))
+        assert as_json["request_id"] == request_id
+        assert (as_json["route"], as_json["tier_served"], as_json["status"]) == (
+            "flex", "flex", "ok"
+        )  # fmt: skip
+        assert as_json["fee_usd"] == raw.headers["x-flexroute-fee-usd"]
+        assert as_json["duration_ms"] >= 0
+        text = TextFormatter().format(line)
+        for rendered in (json.dumps(as_json), text):
+            assert "sk-canary" not in rendered
+            assert "must not be logged" not in rendered
+        assert f"request_id={request_id}" in text
