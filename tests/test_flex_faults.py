@@ -21,6 +21,10 @@ import pytest
 from openai.types.responses import ResponseCompletedEvent, ResponseOutputItemAddedEvent
 
 from flexroute import Settings, capture, wrap
+from flexroute.dialects.base import ErrorKind
+from flexroute.dialects.openai_chat import ChatDialect
+from flexroute.dialects.openai_responses import ResponsesDialect
+from flexroute.dialects.sse import encode_event, parse_event
 from flexroute.ledger import LedgerRecord, open_store
 from flexroute.routing.streaming import StreamRefusals, stream_refusals_for
 from tests.conftest import Proxy, attempts
@@ -440,7 +444,7 @@ class TestReasoning:
         """Chat shows nothing while it thinks: cancelled after HTTP 200, billed "unknown"."""
         raw = chat(
             proxy.client(),
-            "flex_queue=0.05;reasoning_time=5",
+            "flex_queue=0.05;reasoning_time=1.2",  # the standard call thinks as long
             model="o4-mini",
             extra_body={"start_within": "500ms"},
         )
@@ -495,3 +499,52 @@ class TestReasoning:
         assert completion.usage.completion_tokens_details.reasoning_tokens == 32
         [outcome] = outcomes
         assert outcome.route == "flex"
+
+
+class TestSignals:
+    """What the OpenAI dialects read off a refusal or an event: by code and type, not message."""
+
+    @pytest.mark.parametrize(
+        ("status", "error", "kind"),
+        [
+            (400, {"param": "stream", "code": "unsupported_value"}, ErrorKind.STREAM_REFUSED),
+            (400, {"param": "temperature", "code": "unsupported_value"}, ErrorKind.OTHER),
+            (200, {"code": "flex_unavailable"}, ErrorKind.CAPACITY),
+            (200, {"code": "resource_unavailable"}, ErrorKind.CAPACITY),
+            (200, {"code": "server_error"}, ErrorKind.OTHER),
+            (429, {"code": "insufficient_quota"}, ErrorKind.OTHER),
+            (429, {"code": "flex_unavailable"}, ErrorKind.CAPACITY),
+        ],
+    )
+    def test_classify_error(self, status: int, error: dict[str, str], kind: ErrorKind) -> None:
+        """Streaming refused, capacity (in a body or a stream) and the rest, for both APIs."""
+        body = json.dumps({"error": {"message": "whatever it says", **error}}).encode()
+        for dialect in (ChatDialect(), ResponsesDialect()):
+            assert dialect.classify_error(status, body) is kind
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            {"type": "error", "code": "flex_unavailable", "message": "m", "param": None},
+            {"type": "error", "status": 429, "error": {"code": "flex_unavailable", "message": "m"}},
+        ],
+        ids=["api-reference", "codex"],
+    )
+    def test_both_shapes_of_the_error_event_are_read(self, data: dict[str, Any]) -> None:
+        """Top-level code (the API reference) or a nested error object (as Codex reads it)."""
+        observer = ResponsesDialect().observer(wants_usage=False, assemble=False, headers={})
+        observer.observe(parse_event(encode_event(json.dumps(data), event="error")))
+        assert observer.failure is not None
+        assert observer.failure["code"] == "flex_unavailable"
+        assert not observer.started
+
+    def test_a_comment_is_not_output_but_a_reasoning_item_is(self) -> None:
+        """A keep-alive comment does not commit flex; the reasoning output item does."""
+        observer = ResponsesDialect().observer(wants_usage=False, assemble=False, headers={})
+        observer.observe(parse_event(b": keep-alive\n\n"))
+        assert not observer.started
+        item = {"id": "rs_1", "type": "reasoning", "summary": []}
+        kind = "response.output_item.added"
+        added = {"type": kind, "output_index": 0, "item": item}
+        observer.observe(parse_event(encode_event(json.dumps(added), event=kind)))
+        assert observer.started
