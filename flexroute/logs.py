@@ -11,10 +11,14 @@ key, a prompt or an answer: only fields of the ledger record, which holds none.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import logging
+import logging.handlers
+import queue
 import sys
+import time
 from typing import Any
 
 from flexroute.ledger.base import LedgerRecord
@@ -60,17 +64,57 @@ class TextFormatter(logging.Formatter):
         return f"{line} {fields}" if fields else line
 
 
+class _DroppingQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the writer thread; when it falls behind (a stuck stderr pipe), drops
+    them and counts the drops rather than blocking the event loop or growing without end."""
+
+    dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            type(self).dropped += 1
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
 def configure(fmt: str = "json", level: str = "info") -> None:
-    """One handler on stderr for flexroute's and uvicorn's logs, in ``fmt`` at ``level``."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
+    """One handler for flexroute's and uvicorn's logs, in ``fmt`` at ``level``. Lines are
+    written to stderr by a thread of their own (at most 10,000 waiting), so a slow or stuck
+    log pipe never stalls a request."""
+    global _listener
+    writer = logging.StreamHandler(sys.stderr)
+    writer.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
+    waiting: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=10_000)
+    _stop_listener()
+    _listener = logging.handlers.QueueListener(waiting, writer)
+    _listener.start()
+    atexit.register(_stop_listener)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_DroppingQueueHandler(waiting)]
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+
+
+def _stop_listener(timeout: float = 2.0) -> None:
+    """Flush what the writer thread can in ``timeout`` seconds (never block exit on a stuck
+    pipe: the thread is a daemon)."""
+    global _listener
+    listener, _listener = _listener, None
+    if listener is None or listener._thread is None:
+        return
+    thread = listener._thread
+    deadline = time.monotonic() + timeout
+    try:
+        listener.queue.put(listener._sentinel, timeout=timeout)  # type: ignore[attr-defined]
+    except queue.Full:
+        return
+    thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def request_line(record: LedgerRecord) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Any
 
 import openai
@@ -41,3 +42,36 @@ class TestRequestLines:
             assert "sk-canary" not in rendered
             assert "must not be logged" not in rendered
         assert f"request_id={request_id}" in text
+
+
+class TestStuckPipe:
+    def test_a_stderr_nobody_reads_never_blocks_logging(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A log pipe that is never read (a stuck shipper) costs dropped lines, not a hang."""
+        import os
+        import time
+
+        from flexroute import logs
+
+        read_end, write_end = os.pipe()
+        stuck = os.fdopen(write_end, "w")
+        monkeypatch.setattr("sys.stderr", stuck)
+        root = logging.getLogger()
+        saved = (root.handlers[:], root.level)
+        try:
+            logs.configure("json", "info")
+            began = time.monotonic()
+            for i in range(30_000):
+                logging.getLogger("flexroute.requests").info("request", extra={"n": i})
+            assert time.monotonic() - began < 20
+            assert logs._DroppingQueueHandler.dropped > 0
+        finally:
+            root.handlers[:] = saved[0]
+            root.setLevel(saved[1])
+            drain = threading.Thread(target=lambda: [*iter(lambda: os.read(read_end, 65536), b"")])
+            drain.start()  # let the writer thread finish, then stop it
+            logs._stop_listener(timeout=20)
+            stuck.close()
+            drain.join(10)
+            os.close(read_end)
