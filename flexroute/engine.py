@@ -33,7 +33,7 @@ from flexroute.providers import Provider
 from flexroute.relay import relay_stream
 from flexroute.routing.decide import Decision, Reason, Route, decide
 from flexroute.routing.flex import AttemptLog, GaveUp, ProviderError, Started, run_flex
-from flexroute.routing.streaming import stream_refusals_for
+from flexroute.routing.streaming import StreamRefusals
 from flexroute.settle import price
 from flexroute.upstream import HOP_BY_HOP, Headers, Upstream, UpstreamRequest, UpstreamResponse
 from flexroute.usage import Tier, Usage
@@ -56,6 +56,7 @@ class Engine:
         on_record: Callable[[LedgerRecord], None] | None = None,
         gate: Gate | None = None,
         sink: RecordSink | None = None,
+        stream_refusals: StreamRefusals | None = None,
     ) -> None:
         self.settings = settings
         self.on_record = on_record
@@ -64,6 +65,8 @@ class Engine:
         self.upstream = upstream
         self.store = store
         self.sink: RecordSink = sink or store  # where records are written (see ledger/spool.py)
+        # Models that refused to stream flex for this engine's callers (routing/streaming.py).
+        self.stream_refusals = stream_refusals or StreamRefusals()
         self.clock = clock
         self._forwarder = Forwarder(self)
 
@@ -181,7 +184,7 @@ class Engine:
             clock=self.clock,
             streaming=None
             if ctx.model is None
-            else stream_refusals_for(self).model(ctx.dialect.provider, ctx.model),
+            else self.stream_refusals.model(ctx.dialect.provider, ctx.model),
         )
         ctx.flex_wait = self.clock() - ctx.call.received_at
         if isinstance(result, Started):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -26,7 +27,8 @@ from flexroute.dialects.openai_chat import ChatDialect
 from flexroute.dialects.openai_responses import ResponsesDialect
 from flexroute.dialects.sse import encode_event, parse_event
 from flexroute.ledger import LedgerRecord, open_store
-from flexroute.routing.streaming import StreamRefusals, stream_refusals_for
+from flexroute.routing.streaming import StreamRefusals
+from flexroute.runtime import build_runtime
 from tests.conftest import Proxy, attempts
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
@@ -306,16 +308,21 @@ class TestStreamRefusals:
         memory.remember("openai", "d")
         assert [memory.refused("openai", m) for m in ("b", "c", "d")] == [True, False, True]
 
-    def test_each_engine_has_its_own_memory(self) -> None:
+    def test_each_engine_has_its_own_memory(self, tmp_path: Path) -> None:
         """Two proxies never share what one of them learned."""
+        settings = Settings(database_url=f"sqlite:///{tmp_path / 'l.sqlite3'}")
 
-        class Owner:
-            """Stands for an engine: any object that can be weakly referenced."""
+        async def main() -> tuple[bool, bool]:
+            one, two = build_runtime(settings), build_runtime(settings)
+            try:
+                one.engine.stream_refusals.remember("openai", "o3")
+                refusals = (one.engine.stream_refusals, two.engine.stream_refusals)
+                return refusals[0].refused("openai", "o3"), refusals[1].refused("openai", "o3")
+            finally:
+                await one.aclose()
+                await two.aclose()
 
-        one, two = Owner(), Owner()
-        stream_refusals_for(one).remember("openai", "o3")
-        assert stream_refusals_for(one).refused("openai", "o3")
-        assert not stream_refusals_for(two).refused("openai", "o3")
+        assert anyio.run(main) == (True, False)
 
     def test_a_bound_below_one_is_refused(self) -> None:
         """A memory that could hold nothing is a configuration mistake."""

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["ModelStreaming", "StreamRefusals", "stream_refusals_for"]
+__all__ = ["ModelStreaming", "StreamRefusals"]
 
 
 class StreamRefusals:
@@ -87,18 +86,3 @@ class ModelStreaming:
 
     def refuse(self) -> None:
         self.memory.remember(self.provider, self.model)
-
-
-_LOCK = threading.Lock()
-_BY_OWNER: weakref.WeakKeyDictionary[object, StreamRefusals] = weakref.WeakKeyDictionary()
-
-
-def stream_refusals_for(owner: object) -> StreamRefusals:
-    """The memory belonging to ``owner`` (an engine), made on first use and dropped with it.
-
-    Each engine remembers for itself, so two proxies (or two tests) never share refusals."""
-    with _LOCK:
-        memory = _BY_OWNER.get(owner)
-        if memory is None:
-            memory = _BY_OWNER[owner] = StreamRefusals()
-        return memory
