@@ -345,6 +345,9 @@ class TestClientGone:
                 time.sleep(0.05)
         assert (record["route"], record["status"]) == ("flex", "client_closed")
         assert record["fee_usd"] == "0.000000000"
+        [attempt] = record["attempt_log"]
+        assert attempt["outcome"] == "client-closed"  # not the deadline's doing
+        assert attempt["billed"] == "unknown"  # the provider had accepted it (HTTP 200)
 
 
 def cut_body(seen: Seen) -> Answer:

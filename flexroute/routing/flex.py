@@ -168,6 +168,7 @@ class _Mode:
     stream: bool
     why: str | None
     streaming: ModelStreaming | None  # None: a streaming client, or nothing to remember by
+    deadline: float = float("inf")  # a cancellation before it is the client's, not the budget's
 
 
 async def run_flex(
@@ -188,7 +189,8 @@ async def run_flex(
     as ``streaming`` (this model's memory of refusals) says or a refusal teaches."""
     streaming = streaming if assemble else None
     remembered = streaming is not None and not streaming.allowed
-    mode = _Mode(not remembered, "stream-refused-earlier" if remembered else None, streaming)
+    why = "stream-refused-earlier" if remembered else None
+    mode = _Mode(not remembered, why, streaming, deadline)
     result: Started | ProviderError | GaveUp = GaveUp(Reason.NOT_STARTED)
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(_Retry),
@@ -270,6 +272,8 @@ async def _attempt(
         if outcome != "started" and response is not None:
             await response.aclose()
         ended = clock()
+        if outcome == "cancelled-at-deadline" and ended < mode.deadline:
+            outcome = "client-closed"  # cancelled before the deadline: the client went away
         facts = _facts(outcome, status, stream, why, ended - began)
         log.add("flex", began, ended, outcome, status, **facts)
 
@@ -281,7 +285,7 @@ def _facts(
     facts: dict[str, object] = {"stream": stream}
     if outcome == "started":
         facts["billed"] = True
-    elif outcome == "cancelled-at-deadline" and (status == 200 or not stream):
+    elif outcome in ("cancelled-at-deadline", "client-closed") and (status == 200 or not stream):
         facts["billed"] = UNKNOWN  # the provider had accepted it: it may have been serving
         facts["elapsed_ms"] = round(elapsed * 1000, 3)
     else:
