@@ -29,7 +29,7 @@ from flexroute.errors import (
 from flexroute.forward import START_WITHIN_KEYS, Forwarder
 from flexroute.ledger.base import LedgerRecord, Status, Store
 from flexroute.ledger.spool import RecordSink
-from flexroute.providers import Provider
+from flexroute.providers import Provider, unreachable_message
 from flexroute.relay import relay_stream
 from flexroute.routing.decide import Decision, Reason, Route, decide
 from flexroute.routing.flex import AttemptLog, GaveUp, ProviderError, Started, run_flex
@@ -210,7 +210,10 @@ class Engine:
             return self.reject(
                 ctx.dialect,
                 RequestRejected(
-                    502, str(error), code="upstream_unreachable", error_type="api_error"
+                    502,
+                    unreachable_message(ctx.provider, error),
+                    code="upstream_unreachable",
+                    error_type="api_error",
                 ),
                 ctx.call.request_id,
             )

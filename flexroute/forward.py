@@ -25,7 +25,7 @@ from flexroute.errors import (
     UpstreamTimeout,
 )
 from flexroute.ledger.base import Status
-from flexroute.providers import Provider
+from flexroute.providers import Provider, unreachable_message
 from flexroute.routing.decide import Decision, Reason, Route
 from flexroute.routing.flex import AttemptLog
 from flexroute.upstream import HOP_BY_HOP, UpstreamRequest, UpstreamResponse
@@ -74,7 +74,10 @@ class Forwarder:
         except UpstreamConnectError as error:
             ctx.log.add("forward", began, engine.clock(), "unreachable", None)
             unreachable = RequestRejected(
-                502, str(error), code="upstream_unreachable", error_type="api_error"
+                502,
+                unreachable_message(provider, error),
+                code="upstream_unreachable",
+                error_type="api_error",
             )
             return engine.reject(ctx.dialect, unreachable, call.request_id)
         except UpstreamTimeout as error:
