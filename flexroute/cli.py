@@ -6,13 +6,19 @@ import argparse
 import ipaddress
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from flexroute import __version__
 from flexroute.config_file import redact_url
 from flexroute.errors import ConfigError, FlexrouteError
+
+if TYPE_CHECKING:
+    from uvicorn import Server
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,11 +226,29 @@ def _serve(args: argparse.Namespace) -> int:
             "upstreams": {p.name: getattr(settings, p.base_url_setting) for p in PROVIDERS},
         },
     )  # fmt: skip
-    uvicorn.run(
+    config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
         log_config=None,  # uvicorn's own lines through flexroute's handler and format
+        lifespan="on",  # a start-up error stops serve; shutdown closes the ledger and pools
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout),
     )  # fmt: skip
+    _draining_server(uvicorn.Server)(config).run()
     return 0
+
+
+def _draining_server(base: type[Server]) -> type[Server]:
+    """uvicorn's server, but SIGTERM drains in-flight requests, flushes the ledger and exits 0,
+    as process managers expect of a clean stop (uvicorn re-raises the signal after shutdown)."""
+    import signal
+
+    class DrainingServer(base):  # type: ignore[valid-type,misc]
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            captured = getattr(self, "_captured_signals", None)  # uvicorn's own list
+            if sig == signal.SIGTERM and isinstance(captured, list) and sig in captured:
+                captured.remove(sig)
+
+    return DrainingServer
 
 
 def _config_check(args: argparse.Namespace) -> int:

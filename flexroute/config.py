@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_headers_timeout: float = Field(default=600.0, gt=0)  # a whole non-stream answer
     upstream_idle_timeout: float = Field(default=300.0, gt=0)  # between two bytes of a body
+    # SIGTERM: stop accepting, let in-flight requests finish for at most this long, then exit.
+    drain_timeout: float = Field(default=30.0, gt=0)
     ledger_write_timeout: float = Field(default=2.0, gt=0)
     secret_key: SecretStr | None = None
     secret_key_previous: SecretStr | None = None  # comma-separated old secrets, for rotation
