@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import anyio
 
+from flexroute import failures
 from flexroute.call import Call, Gate, Reply, new_request_id
 from flexroute.catalog import Catalog
 from flexroute.config import Settings
@@ -29,7 +30,7 @@ from flexroute.errors import (
 from flexroute.forward import START_WITHIN_KEYS, Forwarder
 from flexroute.ledger.base import LedgerRecord, Status, Store
 from flexroute.ledger.spool import RecordSink
-from flexroute.providers import Provider, unreachable_message
+from flexroute.providers import Provider
 from flexroute.relay import relay_stream
 from flexroute.routing.decide import Decision, Reason, Route, decide
 from flexroute.routing.flex import AttemptLog, GaveUp, ProviderError, Started, run_flex
@@ -208,14 +209,7 @@ class Engine:
         except UpstreamConnectError as error:
             ctx.log.add(label, began, self.clock(), "unreachable", None)
             return self.reject(
-                ctx.dialect,
-                RequestRejected(
-                    502,
-                    unreachable_message(ctx.provider, error),
-                    code="upstream_unreachable",
-                    error_type="api_error",
-                ),
-                ctx.call.request_id,
+                ctx.dialect, failures.unreachable(ctx.provider, error), ctx.call.request_id
             )
         except UpstreamTimeout as error:
             ctx.log.add(label, began, self.clock(), "timed-out", None)
@@ -271,25 +265,11 @@ class Engine:
             headers.append(("x-flexroute-tier", str(started.observer.tier_served)))
         return Reply(200, headers, stream=relay_stream(self, ctx, response, started))
 
-    async def _broken_reply(self, ctx: RequestContext, error: Exception) -> Reply:
+    async def _broken_reply(self, ctx: RequestContext, error: UpstreamError) -> Reply:
         """The provider's answer broke off, or stalled past its bound, before any of it
-        reached the client: a 502 (504 for a stall) the SDK may safely retry."""
-        if isinstance(error, UpstreamTimeout):
-            await self.record(ctx, None, None, Status.UPSTREAM_TIMEOUT, 504)
-            rejected = RequestRejected(
-                504,
-                f"The provider did not answer in time ({error}); retry the request.",
-                code="upstream_timeout",
-                error_type="api_error",
-            )
-        else:
-            await self.record(ctx, None, None, Status.UPSTREAM_ERROR, 502)
-            rejected = RequestRejected(
-                502,
-                f"The provider's answer broke off before it finished ({error}); retry the request.",
-                code="upstream_stream_broken",
-                error_type="api_error",
-            )
+        reached the client (see :mod:`flexroute.failures`)."""
+        rejected = failures.broken(error)
+        await self.record(ctx, None, None, failures.status_of(error), rejected.status)
         return self.reject(ctx.dialect, rejected, ctx.call.request_id)
 
     async def _finish_error(

@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from flexroute import failures
 from flexroute.call import Call, Reply
 from flexroute.context import RequestContext
 from flexroute.dialects.base import dumps, loads_object
 from flexroute.errors import (
-    RequestRejected,
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeout,
 )
 from flexroute.ledger.base import Status
-from flexroute.providers import Provider, unreachable_message
+from flexroute.providers import Provider
 from flexroute.routing.decide import Decision, Reason, Route
 from flexroute.routing.flex import AttemptLog
 from flexroute.upstream import HOP_BY_HOP, UpstreamRequest, UpstreamResponse
@@ -73,22 +73,13 @@ class Forwarder:
             response = await engine.upstream.send(UpstreamRequest(call.method, url, headers, sent))
         except UpstreamConnectError as error:
             ctx.log.add("forward", began, engine.clock(), "unreachable", None)
-            unreachable = RequestRejected(
-                502,
-                unreachable_message(provider, error),
-                code="upstream_unreachable",
-                error_type="api_error",
+            return engine.reject(
+                ctx.dialect, failures.unreachable(provider, error), call.request_id
             )
-            return engine.reject(ctx.dialect, unreachable, call.request_id)
         except UpstreamTimeout as error:
             ctx.log.add("forward", began, engine.clock(), "timed-out", None)
-            await engine.record(ctx, None, None, Status.UPSTREAM_TIMEOUT, 504)
-            stalled = RequestRejected(
-                504,
-                f"The provider did not answer in time ({error}); retry the request.",
-                code="upstream_timeout",
-                error_type="api_error",
-            )
+            stalled = failures.broken(error)
+            await engine.record(ctx, None, None, Status.UPSTREAM_TIMEOUT, stalled.status)
             return engine.reject(ctx.dialect, stalled, call.request_id)
         ctx.log.add("forward", began, engine.clock(), "answered", response.status)
         out = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
@@ -109,19 +100,13 @@ class Forwarder:
                 yield chunk
             status = Status.OK if response.status < 400 else Status.UPSTREAM_ERROR
         except UpstreamError as error:
-            stalled = isinstance(error, UpstreamTimeout)
-            status = Status.UPSTREAM_TIMEOUT if stalled else Status.UPSTREAM_ERROR
-            broken = error
+            status, broken = failures.status_of(error), error
         finally:
             await response.aclose()
             with anyio.CancelScope(shield=True):
                 await self._engine.record(ctx, None, None, status, response.status)
         if broken is not None:
             if response.header_map.get("content-type", "").startswith("text/event-stream"):
-                yield ctx.dialect.stream_error(
-                    "The provider's stream broke off before it finished; the answer is "
-                    "incomplete. Retry the request.",
-                    "upstream_stream_broken",
-                )
+                yield ctx.dialect.stream_error(*failures.in_band(status))
                 return
             raise broken  # the relay aborts the client's connection: never a clean, cut body

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from flexroute import failures
 from flexroute.context import RequestContext
 from flexroute.dialects.sse import SSEDecoder
-from flexroute.errors import UpstreamError, UpstreamTimeout
+from flexroute.errors import UpstreamError
 from flexroute.ledger.base import Status
 from flexroute.routing.flex import Started
 from flexroute.settle import cost_comment
@@ -53,10 +54,8 @@ async def relay_stream(
             if out:
                 yield b"".join(out)
         status = Status.OK if observer.finished else Status.UPSTREAM_ERROR
-    except UpstreamTimeout:
-        status = Status.UPSTREAM_TIMEOUT
-    except UpstreamError:
-        status = Status.UPSTREAM_ERROR
+    except UpstreamError as error:
+        status = failures.status_of(error)
     finally:
         await response.aclose()
         if status == Status.CLIENT_CLOSED:
@@ -64,12 +63,7 @@ async def relay_stream(
                 await engine.record(ctx, observer.usage, observer.tier_served, status, 200)
     record = await engine.record(ctx, observer.usage, observer.tier_served, status, 200)
     if status is not Status.OK:
-        stalled = status is Status.UPSTREAM_TIMEOUT
-        yield ctx.dialect.stream_error(
-            f"The provider's stream {'stalled' if stalled else 'broke off'} before it "
-            "finished; the answer is incomplete. Retry the request.",
-            "upstream_timeout" if stalled else "upstream_stream_broken",
-        )
+        yield ctx.dialect.stream_error(*failures.in_band(status))
         return
     comment = cost_comment(record) if ctx.dialect.sse_comments else b""
     yield b"".join(held) + comment

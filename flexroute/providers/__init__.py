@@ -9,12 +9,11 @@ a line to :data:`PROVIDERS`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Iterator
 
 from flexroute.config import Settings
 from flexroute.providers.anthropic import ANTHROPIC
-from flexroute.providers.base import Provider, api_root, origin
+from flexroute.providers.base import Provider, api_root
 from flexroute.providers.gemini import GEMINI
 from flexroute.providers.openai import OPENAI
 
@@ -26,9 +25,7 @@ __all__ = [
     "Provider",
     "api_root",
     "by_name",
-    "origin",
     "provider_for",
-    "unreachable_message",
     "upstream_lines",
 ]
 
@@ -64,12 +61,3 @@ def upstream_lines(settings: Settings) -> Iterator[str]:
         example = "/v1beta/models/…" if provider is GEMINI else "/v1/…"
         env = f"FLEXROUTE_{provider.base_url_setting.upper()}"
         yield f"upstream {provider.name}: {api_root(base)}{example} ({env}={base})"
-
-
-def unreachable_message(provider: Provider, error: Exception) -> str:
-    """What a client is told when its provider cannot be reached: the provider, not the
-    operator's upstream URL (that, and the cause, go to the server log)."""
-    logging.getLogger("flexroute.upstream").warning(
-        "%s upstream unreachable: %s", provider.name, error
-    )
-    return f"flexroute could not reach the {provider.name} API; retry the request."

@@ -31,12 +31,6 @@ def api_root(base_url: str) -> str:
     return _VERSION.sub("", base_url.rstrip("/"))
 
 
-def origin(url: str) -> str:
-    """Scheme, host and port only: what may appear in logs and errors about an upstream."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
-
-
 @dataclass(frozen=True, slots=True)
 class Provider:
     """One provider's home. ``dialects`` maps exact POST paths to the dialect that routes them;
