@@ -20,14 +20,14 @@ from flexroute.catalog import Catalog
 from flexroute.config import Settings
 from flexroute.context import RequestContext, reply_headers
 from flexroute.dialects import Dialect
-from flexroute.dialects.base import MISSING, request_object
+from flexroute.dialects.base import MISSING, START_WITHIN_KEYS, request_object
 from flexroute.errors import (
     RequestRejected,
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeout,
 )
-from flexroute.forward import START_WITHIN_KEYS, Forwarder
+from flexroute.forward import Forwarder
 from flexroute.ledger.base import LedgerRecord, Status, Store
 from flexroute.ledger.spool import RecordSink
 from flexroute.providers import Provider
@@ -284,7 +284,8 @@ class Engine:
     def _body_for(self, ctx: RequestContext, tier: Tier | None) -> bytes:
         """The body to send: the client's own bytes when nothing needs changing."""
         needs_usage = ctx.wants_stream and ctx.decision.route is not Route.PASSTHROUGH
-        untouched = tier is None and START_WITHIN_KEYS.isdisjoint(ctx.body) and not needs_usage
+        has_budget = any(key in ctx.body for key in START_WITHIN_KEYS)
+        untouched = tier is None and not has_budget and not needs_usage
         if untouched:
             return ctx.call.body
         return ctx.dialect.prepare(

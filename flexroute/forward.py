@@ -18,7 +18,7 @@ import anyio
 from flexroute import failures
 from flexroute.call import Call, Reply
 from flexroute.context import RequestContext
-from flexroute.dialects.base import dumps, loads_object
+from flexroute.dialects.base import START_WITHIN_KEYS, dumps, loads_object
 from flexroute.errors import (
     UpstreamConnectError,
     UpstreamError,
@@ -33,12 +33,10 @@ from flexroute.upstream import HOP_BY_HOP, UpstreamRequest, UpstreamResponse
 if TYPE_CHECKING:
     from flexroute.engine import Engine
 
-__all__ = ["START_WITHIN_KEYS", "Forwarder"]
+__all__ = ["Forwarder"]
 
 # Forwarded requests keep their accept-encoding: their bytes are relayed, never parsed.
 _DROP_FORWARD = HOP_BY_HOP | {"x-flex-start-within"}
-# flexroute's own request field, never sent to a provider (Gemini's camelCase spelling too).
-START_WITHIN_KEYS = frozenset({"start_within", "startWithin"})
 
 
 class Forwarder:
@@ -63,7 +61,7 @@ class Forwarder:
             reason=Reason.NOT_ROUTED,
         )
         sent = call.body
-        if body is not None and not START_WITHIN_KEYS.isdisjoint(body):
+        if body is not None and any(key in body for key in START_WITHIN_KEYS):
             sent = dumps({k: v for k, v in body.items() if k not in START_WITHIN_KEYS})
         headers = [(k, v) for k, v in call.headers if k not in _DROP_FORWARD]
         target = call.upstream_path + (f"?{call.query}" if call.query else "")

@@ -24,6 +24,8 @@ from flexroute.errors import RequestRejected
 from flexroute.usage import Tier, Usage
 
 MISSING: Final = object()
+# flexroute's own request field (Gemini clients may write it camelCase): never sent upstream.
+START_WITHIN_KEYS: Final = ("start_within", "startWithin")
 JSONDict = dict[str, Any]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from flexroute.dialects.base import (
     MISSING,
+    START_WITHIN_KEYS,
     Dialect,
     ErrorKind,
     JSONDict,
@@ -70,7 +71,7 @@ class GeminiDialect(Dialect):
         return super().tier_from_wire(value.lower() if isinstance(value, str) else value)
 
     def prepare(self, body: JSONDict, *, tier: Tier | None, stream: bool, ask_usage: bool) -> bytes:
-        out = {k: v for k, v in body.items() if k not in ("start_within", "startWithin")}
+        out = {k: v for k, v in body.items() if k not in START_WITHIN_KEYS}
         if tier is not None:
             key = "service_tier" if "service_tier" in out else "serviceTier"
             out[key] = self.wire_tiers[tier]

@@ -61,6 +61,7 @@ from typing import Any, Final
 
 from flexroute.dialects.base import (
     MISSING,
+    START_WITHIN_KEYS,
     Dialect,
     ErrorKind,
     JSONDict,
@@ -79,7 +80,6 @@ from flexroute.usage import Tier, Usage
 # google-genai 3.x calls /v1/interactions (its default API version is v1), 2.x /v1beta.
 PATHS: Final = ("/v1/interactions", "/v1beta/interactions")
 _TIER_KEYS = ("service_tier", "serviceTier")
-_START_KEYS = ("start_within", "startWithin")
 _CREATED = frozenset({"interaction.created", "interaction.start"})
 _COMPLETED = frozenset({"interaction.completed", "interaction.complete"})
 _DELTAS = frozenset({"step.delta", "content.delta"})
@@ -106,7 +106,7 @@ class InteractionsDialect(Dialect):
             model=model if isinstance(model, str) and model else None,  # agents are unpriced
             tier=tier.lower() if tier else None,
             stream=body.get("stream") is True,
-            start_within=next((body[k] for k in _START_KEYS if k in body), MISSING),
+            start_within=next((body[k] for k in START_WITHIN_KEYS if k in body), MISSING),
             wants_usage=True,
         )
 
@@ -114,7 +114,7 @@ class InteractionsDialect(Dialect):
         return super().tier_from_wire(value.lower() if isinstance(value, str) else value)
 
     def prepare(self, body: JSONDict, *, tier: Tier | None, stream: bool, ask_usage: bool) -> bytes:
-        out = {k: v for k, v in body.items() if k not in _START_KEYS}
+        out = {k: v for k, v in body.items() if k not in START_WITHIN_KEYS}
         if tier is not None:
             key = "serviceTier" if "serviceTier" in out else "service_tier"
             out[key] = self.wire_tiers[tier]

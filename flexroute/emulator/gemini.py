@@ -24,8 +24,8 @@ PATH = (
     r":(?P<method>generateContent|streamGenerateContent)"
 )
 TIER_HEADER = "x-gemini-service-tier"
-_TIERS = {"flex": Tier.FLEX, "priority": Tier.PRIORITY}
-_NAMES = {Tier.STANDARD: "standard", Tier.FLEX: "flex", Tier.PRIORITY: "priority"}
+TIERS = {"flex": Tier.FLEX, "priority": Tier.PRIORITY}
+TIER_NAMES = {Tier.STANDARD: "standard", Tier.FLEX: "flex", Tier.PRIORITY: "priority"}
 _ERRORS = {
     400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
     401: ("UNAUTHENTICATED", "Request had invalid authentication credentials."),
@@ -36,14 +36,15 @@ _ERRORS = {
     503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
     504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
 }
-_FLEX_BUSY = "Flex capacity is temporarily unavailable for this model. Please try again later."
+FLEX_BUSY = "Flex capacity is temporarily unavailable for this model. Please try again later."
 
 
-def _tier(value: object) -> Tier:
+def tier_of(value: object) -> Tier:
+    """The tier a Gemini request asks for (``flex``, ``SERVICE_TIER_FLEX``…); standard else."""
     if not isinstance(value, str):
         return Tier.STANDARD
     name = value.lower().removeprefix("service_tier_")
-    return _TIERS.get(name, Tier.STANDARD)
+    return TIERS.get(name, Tier.STANDARD)
 
 
 def _usage(reply: Reply, pieces: int) -> dict[str, Any]:
@@ -87,18 +88,18 @@ class GeminiWire:
         return Call(
             model=params["model"],
             tier_requested=raw if isinstance(raw, str) else None,
-            tier=_tier(raw),
+            tier=tier_of(raw),
             stream=params["method"] == "streamGenerateContent",
             timeout=seconds,
         )
 
     def tier_name(self, tier: Tier) -> str:
-        return _NAMES[tier]
+        return TIER_NAMES[tier]
 
     def headers(self, meta: Meta, *, elapsed_ms: int, error: bool) -> list[tuple[str, str]]:
         headers = [("server-timing", f"gfet4t7; dur={elapsed_ms}"), ("vary", "Origin")]
         if not error:
-            headers.append((TIER_HEADER, _NAMES[meta.tier]))
+            headers.append((TIER_HEADER, TIER_NAMES[meta.tier]))
         return headers
 
     def error(self, status: int, problem: Problem, message: str) -> bytes:
@@ -106,7 +107,7 @@ class GeminiWire:
         if problem is Problem.INVALID:
             text = message
         elif problem is Problem.CAPACITY and status in (429, 503):
-            text = _FLEX_BUSY
+            text = FLEX_BUSY
         return json.dumps(
             {"error": {"code": status, "message": text, "status": name}}, indent=2
         ).encode()

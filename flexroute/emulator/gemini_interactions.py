@@ -22,12 +22,11 @@ from typing import Any
 
 from flexroute.emulator.capacity import Tier
 from flexroute.emulator.content import Reply, dumps
+from flexroute.emulator.gemini import FLEX_BUSY, TIER_NAMES, tier_of
 from flexroute.emulator.wire import BadRequestError, Call, Meta, Problem, Script, sse
 
 # The SDK calls /v1 since google-genai 3.0 (its default API version), /v1beta before.
 PATHS = ("/v1/interactions", "/v1beta/interactions")
-_TIERS = {"flex": Tier.FLEX, "priority": Tier.PRIORITY}
-_NAMES = {Tier.STANDARD: "standard", Tier.FLEX: "flex", Tier.PRIORITY: "priority"}
 # Codes from ai.google.dev/gemini-api/docs/api-errors; 500/503/504 are not listed there.
 _ERRORS = {
     400: ("invalid_request", "Request contains an invalid argument."),
@@ -39,11 +38,6 @@ _ERRORS = {
     503: ("service_unavailable", "The model is overloaded. Please try again later."),
     504: ("deadline_exceeded", "Deadline expired before operation could complete."),
 }
-_FLEX_BUSY = "Flex capacity is temporarily unavailable for this model. Please try again later."
-
-
-def _tier(value: object) -> Tier:
-    return _TIERS.get(value.lower(), Tier.STANDARD) if isinstance(value, str) else Tier.STANDARD
 
 
 def _timestamp(meta: Meta) -> str:
@@ -100,13 +94,13 @@ class InteractionsWire:
         return Call(
             model=model,
             tier_requested=raw if isinstance(raw, str) else None,
-            tier=_tier(raw),
+            tier=tier_of(raw),
             stream=body.get("stream") is True,
             timeout=seconds,
         )
 
     def tier_name(self, tier: Tier) -> str:
-        return _NAMES[tier]
+        return TIER_NAMES[tier]
 
     def headers(self, meta: Meta, *, elapsed_ms: int, error: bool) -> list[tuple[str, str]]:
         return [("server-timing", f"gfet4t7; dur={elapsed_ms}"), ("vary", "Origin")]
@@ -116,7 +110,7 @@ class InteractionsWire:
         if problem is Problem.INVALID:
             text = message
         elif problem is Problem.CAPACITY and status in (429, 503):
-            text = _FLEX_BUSY
+            text = FLEX_BUSY
         return json.dumps({"error": {"code": code, "message": text}}, indent=2).encode()
 
     def body(self, reply: Reply, meta: Meta) -> bytes:
@@ -173,7 +167,7 @@ def _interaction(
         "status": "completed" if done else "in_progress",
         "created": _timestamp(meta),
         "updated": _timestamp(meta),
-        "service_tier": _NAMES[meta.tier],
+        "service_tier": TIER_NAMES[meta.tier],
     }
     if steps is not None:
         body["steps"] = steps
