@@ -8,8 +8,9 @@ While the store is known to be down, records go straight to the spool for ``retr
 seconds; then one record probes the store again.
 
 The spool is replayed into the store by the records that follow a successful write
-(``replay_batch`` records at a time, so no request pays for a long replay), at start-up (the
-first write) and at close. Replay is exactly once by request id: the store's ``record`` is
+(``replay_batch`` records at a time, so no request pays for a long replay; another process's
+spool is looked for at most every ``retry_every`` seconds), at start-up (the first write) and
+at close. Replay is exactly once by request id: the store's ``record`` is
 idempotent, and a replayed line leaves the file only after the store has it. Several
 processes may share one spool file: every append and every rewrite holds an exclusive lock
 on ``<spool>.lock``, appenders open the file afresh under that lock, and one process at a
@@ -67,6 +68,7 @@ class SpooledWriter:
         self.replay_batch = replay_batch
         self._clock = clock
         self._down_until = 0.0
+        self._look_at = 0.0  # when a successful write next looks for a spool to replay
         self._replaying = False
         self.spooled = 0  # records written to the spool by this process
         self.replayed = 0
@@ -110,11 +112,22 @@ class SpooledWriter:
                     self.spool,
                 )
             else:
-                if not self._replaying and self.spool.exists():
-                    await self.replay(self.replay_batch)
+                due = not self._replaying and self._spool_due()
+                if due and await self.replay(self.replay_batch) >= self.replay_batch:
+                    self._look_at = 0.0  # there may be more: the next write goes on
                 return written
         await self._append(record)
         return True
+
+    def _spool_due(self) -> bool:
+        """Whether to look for spooled records now: at once after this process spooled, else
+        at most every ``retry_every`` seconds (another process's spool), so the hot path does
+        not stat a file on every write."""
+        now = self._clock()
+        if now < self._look_at:
+            return False
+        self._look_at = now + self.retry_every
+        return self.spool.exists()
 
     async def _append(self, record: LedgerRecord) -> None:
         line = json.dumps(list(to_row(record)), separators=(",", ":")) + "\n"
@@ -130,6 +143,7 @@ class SpooledWriter:
             )
         else:
             self.spooled += 1
+            self._look_at = 0.0
 
     def _append_sync(self, line: bytes) -> None:
         with self._locked():
