@@ -122,7 +122,7 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             shown = "(unset)"
         else:
             shown = str(value)
-        if field == "database_url":
+        if field.endswith(("_url", "_base")):  # a Redis or database URL may carry a password
             shown = redact_url(shown)
         rows.append((env_name(field), shown))
     return rows

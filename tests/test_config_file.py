@@ -66,9 +66,11 @@ class TestConfigFile:
         """Provider keys and passwords never appear in the effective settings."""
         monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-canary")
         monkeypatch.setenv("FLEXROUTE_DATABASE_URL", "postgresql://u:pw-canary@db:5432/x")
+        monkeypatch.setenv("FLEXROUTE_REDIS_URL", "redis://:redis-canary@cache:6379/0")
         rows = dict(describe(load_settings()))
         assert rows["OPENAI_API_KEY"] == "*** (set)"
         assert "pw-canary" not in rows["FLEXROUTE_DATABASE_URL"]
+        assert "redis-canary" not in rows["FLEXROUTE_REDIS_URL"]
 
 
 class TestCommands:
