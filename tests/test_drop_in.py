@@ -181,6 +181,16 @@ class TestProviders:
         assert reg.OPENAI.dialect_for("POST", "/v1/embeddings") is None
         assert reg.OPENAI.dialect_for("POST", "/v1/responses")
 
+    def test_each_provider_names_its_price_file(self) -> None:
+        """The registry's catalog file exists and prices that provider's models."""
+        from flexroute.catalog import default_catalog
+
+        root = Path(__file__).parent.parent / "pricing"
+        priced = {prices.provider for prices in default_catalog().models()}
+        for provider in flexroute.providers.PROVIDERS:
+            assert (root / provider.catalog_file).is_file(), provider.name
+            assert provider.name in priced
+
     def test_a_key_never_reaches_another_providers_host(self, serve: Any) -> None:
         """Each client's key goes to its own provider's host only, fine-tuned paths too."""
         keys = {"openai": "sk-canary-openai", "gemini": "g-canary", "anthropic": "a-canary"}
