@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_headers_timeout: float = Field(default=600.0, gt=0)  # a whole non-stream answer
     upstream_idle_timeout: float = Field(default=300.0, gt=0)  # between two bytes of a body
+    # Hostile load (issue 11 item 7): at most this many open connections to one provider host;
+    # a burst beyond it waits for a pooled connection (within the connect timeout).
+    upstream_connections_per_host: int = Field(default=100, gt=0)
     # SIGTERM: stop accepting, let in-flight requests finish for at most this long, then exit.
     drain_timeout: float = Field(default=30.0, gt=0)
     ledger_write_timeout: float = Field(default=2.0, gt=0)

@@ -51,6 +51,7 @@ class Bounds:
     connect: float = 10.0
     headers: float = 600.0  # request sent → response headers (a whole non-streaming answer)
     idle: float = 300.0  # between two reads of a response body
+    per_host: int = 100  # open connections to one provider host, pooled or in use
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Bounds:
@@ -58,6 +59,7 @@ class Bounds:
             settings.upstream_connect_timeout,
             settings.upstream_headers_timeout,
             settings.upstream_idle_timeout,
+            settings.upstream_connections_per_host,
         )
 
 
@@ -143,8 +145,10 @@ class AiohttpUpstream:
 
     def __init__(self, bounds: Bounds | None = None) -> None:
         self.bounds = bounds or Bounds()
+        # sock_connect bounds the TCP/TLS connect; waiting for a pooled connection under the
+        # per-host cap is bounded by the headers bound in ``send``.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=self.bounds.connect, sock_read=self.bounds.idle
+            total=None, sock_connect=self.bounds.connect, sock_read=self.bounds.idle
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -155,8 +159,14 @@ class AiohttpUpstream:
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
                 # Idle connections are dropped before providers' typical 60-90 s idle close, so
-                # a pooled connection is rarely reused just as the server closes it.
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
+                # a pooled connection is rarely reused just as the server closes it. A burst
+                # beyond ``per_host`` waits for a connection instead of opening hundreds.
+                connector=aiohttp.TCPConnector(
+                    limit=0,
+                    limit_per_host=self.bounds.per_host,
+                    ttl_dns_cache=300,
+                    keepalive_timeout=30,
+                ),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
@@ -249,7 +259,11 @@ class Httpx2Upstream:
                 connect=self.bounds.connect, read=self.bounds.idle, write=60, pool=None
             ),
             follow_redirects=False,
-            limits=httpx2.Limits(max_connections=None, max_keepalive_connections=256),
+            # httpx2 pools per client, not per host; the wrapper talks to one provider.
+            limits=httpx2.Limits(
+                max_connections=self.bounds.per_host,
+                max_keepalive_connections=self.bounds.per_host,
+            ),
             transport=transport,
         )
 
