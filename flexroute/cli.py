@@ -194,7 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
     from flexroute.logs import configure as configure_logging
     from flexroute.providers import PROVIDERS, upstream_lines
     from flexroute.proxy import create_app
-    from flexroute.workers import serve_workers, worker_count
+    from flexroute.proxy.workers import serve_workers, worker_count
 
     settings = load_settings()
 

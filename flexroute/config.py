@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = None  # Stripe's own API unless set (a local fake in tests)
     stripe_webhook_secret: SecretStr | None = None
     billing_threshold_usd: Decimal = Decimal(20)
-    # Workers (flexroute.workers): processes for `serve` (None: one), and how long
+    # Workers (flexroute.proxy.workers): processes for `serve` (None: one), and how long
     # the billing gate trusts a cached organisation state, so another process's mark-paid or
     # Stripe webhook is seen within it.
     workers: int | None = Field(default=None, ge=1)

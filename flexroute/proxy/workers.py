@@ -82,7 +82,7 @@ def serve_workers(
     os.environ[_LOG_FORMAT] = log_format
     os.environ[_LOG_LEVEL] = log_level
     config = uvicorn.Config(
-        "flexroute.workers:create_worker_app", factory=True, workers=workers,
+        "flexroute.proxy.workers:create_worker_app", factory=True, workers=workers,
         host=host, port=port, log_level=log_level, access_log=False,
         log_config=None,  # each worker configures flexroute's handler in the factory
         lifespan="on", timeout_worker_healthcheck=30,  # a loaded box answers pings late
