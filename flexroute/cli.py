@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=("debug", "info", "warning", "error"),
         help="info (default) logs one line per request",
     )  # fmt: skip
+    serve.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="processes sharing the port (env: FLEXROUTE_WORKERS; default 1: serve in this "
+        "process); more than 1 in gateway mode needs FLEXROUTE_REDIS_URL",
+    )  # fmt: skip
     serve.set_defaults(run=_serve)
 
     config = commands.add_parser("config", help="the effective settings")
@@ -189,6 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
     from flexroute.logs import configure as configure_logging
     from flexroute.providers import PROVIDERS, upstream_lines
     from flexroute.proxy import create_app
+    from flexroute.proxy.workers import serve_workers, worker_count
 
     settings = load_settings()
 
@@ -212,8 +218,10 @@ def _serve(args: argparse.Namespace) -> int:
             "gateway mode (flexroute keys exist) needs FLEXROUTE_SECRET_KEY to open the stored "
             "provider keys"
         )
+    workers, why = worker_count(args.workers, settings, gateway=gateway)
     configure_logging(args.log_format, args.log_level)
-    app = create_app(settings)
+    if why:
+        logging.getLogger("flexroute").info(why)
     mode = "gateway" if gateway else "sidecar"
     limits = "redis" if settings.redis_url else "in-process"
     logging.getLogger("flexroute").info(
@@ -221,11 +229,17 @@ def _serve(args: argparse.Namespace) -> int:
         __version__, mode, limits, args.host, args.port, redact_url(settings.database_url),
         "; ".join(upstream_lines(settings)),
         extra={
-            "version": __version__, "mode": mode, "workers": 1, "rate_limits": limits,
+            "version": __version__, "mode": mode, "workers": workers, "rate_limits": limits,
             "store": redact_url(settings.database_url),
             "upstreams": {p.name: getattr(settings, p.base_url_setting) for p in PROVIDERS},
         },
     )  # fmt: skip
+    if workers > 1:
+        return serve_workers(
+            settings, host=args.host, port=args.port, workers=workers,
+            log_format=args.log_format, log_level=args.log_level,
+        )  # fmt: skip
+    app = create_app(settings, gate_ttl=settings.billing_gate_ttl)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
         log_config=None,  # uvicorn's own lines through flexroute's handler and format

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = None  # Stripe's own API unless set (a local fake in tests)
     stripe_webhook_secret: SecretStr | None = None
     billing_threshold_usd: Decimal = Decimal(20)
+    # Workers (flexroute.proxy.workers): processes for `serve` (None: one), and how long
+    # the billing gate trusts a cached organisation state, so another process's mark-paid or
+    # Stripe webhook is seen within it.
+    workers: int | None = Field(default=None, ge=1)
+    billing_gate_ttl: float = Field(default=0.05, gt=0)
 
     # Provider keys held by the server (sidecar mode). Read without the prefix, as the
     # providers' own SDKs do.

@@ -1,0 +1,112 @@
+"""``flexroute serve --workers N``: N processes on one port, each with its own engine.
+
+The parent binds the socket once and runs uvicorn's supervisor (``uvicorn.supervisors.
+Multiprocess``); every worker is a fresh ``spawn``ed interpreter that builds its app with
+:func:`create_worker_app` (an app factory, so each process has its own runtime from
+:func:`flexroute.runtime.build_runtime`: engine, pools, ledger writer, limiter, billing gate).
+The kernel hands each accepted connection to one of the workers blocked on the shared socket.
+
+Lifecycle (the choice made here):
+
+* SIGTERM/SIGINT to the parent terminates every worker; each drains its in-flight requests for
+  at most ``FLEXROUTE_DRAIN_TIMEOUT`` and flushes its ledger; the parent then exits 0.
+* A worker that dies while serving is logged ("Child process [pid] died") and **restarted**.
+* A worker that fails before serving (bad settings, an unreachable store at start-up) stops the
+  parent, which exits 1: a restart would fail the same way.
+
+State shared between workers:
+
+* Rate limits are per flexroute key per minute. In-process counters would let N workers grant
+  N × the limit, so gateway mode with ``--workers`` > 1 needs ``FLEXROUTE_REDIS_URL``
+  (:func:`check_shared_state` refuses otherwise, in one line).
+* The billing gate re-reads an organisation's state (one indexed row) after
+  ``FLEXROUTE_BILLING_GATE_TTL`` seconds (default 0.05), so a ``flexroute billing mark-paid``
+  or a Stripe webhook handled by another process lifts a pause within ~50 ms.
+* The SQLite ledger is opened by each worker in WAL mode with a bounded busy wait
+  (``busy_timeout``); PostgreSQL takes concurrent writers as it is.
+* Metrics: each worker counts its own. (Multiprocess ``prometheus_client`` mode is the metrics
+  feature's: call its ``prepare_multiprocess(dir)`` in :func:`serve_workers` before spawning.)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+from flexroute.config import Settings
+from flexroute.errors import ConfigError
+from flexroute.proxy.app import ProxyApp
+
+# How the parent tells the spawned workers its command-line logging choices.
+_LOG_FORMAT = "_FLEXROUTE_WORKER_LOG_FORMAT"
+_LOG_LEVEL = "_FLEXROUTE_WORKER_LOG_LEVEL"
+
+
+def worker_count(requested: int | None, settings: Settings, *, gateway: bool) -> tuple[int, str]:
+    """How many workers to run and, when it is not what was asked, why.
+
+    ``requested`` is ``--workers`` (``None``: ``FLEXROUTE_WORKERS``, else 1). The default is
+    one process, not the CPU count: under a loaded test machine uvicorn's supervisor killed
+    workers whose health-check pong was late, and a fleet of replicas × workers admitted more
+    than its Redis limit (tests/test_limits.py three replicas); until that is understood, more
+    workers are an explicit choice.
+    """
+    workers = requested if requested is not None else settings.workers
+    if workers is None:
+        return 1, ""
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    check_shared_state(settings, workers, gateway=gateway)
+    return workers, ""
+
+
+def check_shared_state(settings: Settings, workers: int, *, gateway: bool) -> None:
+    """Refuse a worker count whose state would silently not be shared."""
+    if workers > 1 and gateway and settings.redis_url is None:
+        raise ConfigError(
+            f"--workers {workers} in gateway mode needs FLEXROUTE_REDIS_URL: in-process rate "
+            f"limits would grant {workers} × each key's limit. Set FLEXROUTE_REDIS_URL "
+            "(redis://host:6379/0) or use --workers 1."
+        )
+
+
+def serve_workers(
+    settings: Settings, *, host: str, port: int, workers: int, log_format: str, log_level: str
+) -> int:
+    """Run ``workers`` processes on ``host:port`` until SIGTERM; the exit status."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[_LOG_FORMAT] = log_format
+    os.environ[_LOG_LEVEL] = log_level
+    config = uvicorn.Config(
+        "flexroute.proxy.workers:create_worker_app", factory=True, workers=workers,
+        host=host, port=port, log_level=log_level, access_log=False,
+        log_config=None,  # each worker configures flexroute's handler in the factory
+        lifespan="on", timeout_worker_healthcheck=30,  # a loaded box answers pings late
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout),
+    )  # fmt: skip
+    sock = config.bind_socket()
+    supervisor = Multiprocess(config, sockets=[sock])
+    try:
+        supervisor.run()
+    finally:
+        sock.close()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        logging.getLogger("flexroute").error("a worker failed to start; stopping")
+        return 1
+    return 0
+
+
+def create_worker_app() -> ProxyApp:
+    """The app factory each worker process calls: settings from the environment (and
+    ``FLEXROUTE_CONFIG``), logging as the parent's command line asked."""
+    from flexroute.config_file import load_settings
+    from flexroute.logs import configure
+    from flexroute.proxy import create_app
+
+    configure(os.environ.get(_LOG_FORMAT, "json"), os.environ.get(_LOG_LEVEL, "info"))
+    settings = load_settings()
+    return create_app(settings, gate_ttl=settings.billing_gate_ttl)
