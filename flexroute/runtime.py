@@ -62,7 +62,8 @@ def build_runtime(
     ledger record after the metrics have counted it and its log line is written."""
     upstream = upstream or AiohttpUpstream(Bounds.from_settings(settings))
     store = store or open_store(settings.database_url)
-    metrics = Metrics()
+    catalog = catalog or default_catalog()
+    metrics = Metrics(catalog)
     gate = BillingGate(store, ttl=gate_ttl)
     limiter = limiter or limiter_for(
         settings, on_fallback=lambda: metrics.count("ratelimit_fallback")
@@ -81,7 +82,7 @@ def build_runtime(
     )
     engine = Engine(
         settings,
-        catalog or default_catalog(),
+        catalog,
         upstream,
         store,
         on_record=recorded,

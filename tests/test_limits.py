@@ -188,7 +188,7 @@ class TestRedisDown:
             status, body = fetch_status(gateway.url, "/metrics", "admin")
         assert over[0] == 429
         assert status == 200
-        assert "flexroute_ratelimit_fallback_total 4" in body
+        assert "flexroute_ratelimit_fallback_total 4.0" in body
         warnings = [r for r in caplog.records if "Redis rate limiter unreachable" in r.message]
         assert len(warnings) == 1
 

@@ -407,8 +407,8 @@ class TestOwnEndpoints:
         chat(proxy.client(), "")
         metrics = proxy.get("/metrics")
         assert (
-            'flexroute_requests_total{provider="openai",route="passthrough",status="ok"} 1'
-            in metrics
+            'flexroute_requests_total{model="gpt-5-mini",provider="openai",'
+            'reason="no-start-within",route="passthrough",status="ok"} 1.0' in metrics
         )
 
     def test_unknown_request_id_is_a_404(self, proxy: Proxy) -> None:

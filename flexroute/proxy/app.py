@@ -21,6 +21,7 @@ from flexroute import __version__
 from flexroute.engine import Call, Engine, Reply
 from flexroute.errors import RequestRejected
 from flexroute.ledger.spool import SpooledWriter
+from flexroute.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from flexroute.metrics import Metrics
 from flexroute.providers import OPENAI, Provider, provider_for
 from flexroute.proxy import billing
@@ -215,8 +216,8 @@ class ProxyApp:
                 "ledger_records_lost": ("Records neither the store nor the spool took.",
                                         stats["lost"]),
             }  # fmt: skip
-        body = self.metrics.render(gauges).encode()
-        await send_reply(send, _reply(200, body, "text/plain; version=0.0.4; charset=utf-8"))
+        body = self.metrics.render(gauges)
+        await send_reply(send, _reply(200, body, METRICS_CONTENT_TYPE))
 
 
 def _reply(status: int, body: bytes, content_type: str) -> Reply:
