@@ -15,8 +15,10 @@ import uuid
 from pathlib import Path
 
 import anyio
+import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from flexroute.cli import main
 from flexroute.testing import RunningEmulator
@@ -65,6 +67,7 @@ def test_two_workers_share_limits_write_one_record_each_and_see_mark_paid(
         FLEXROUTE_REDIS_URL="redis://127.0.0.1:6379/0",
         FLEXROUTE_REDIS_PREFIX=f"test-workers-{uuid.uuid4().hex}:",
         FLEXROUTE_RATE_LIMITS='{"free": 6}',
+        FLEXROUTE_ADMIN_KEY="admin-secret",
     )  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "flexroute.cli", "serve", "--port", str(port), "--workers", "2"],
@@ -97,6 +100,18 @@ def test_two_workers_share_limits_write_one_record_each_and_see_mark_paid(
             _chat(_client(url, keys["beta"]))
         # the gate re-reads after 0.05 s; generous for a loaded machine, far below the old 2 s
         assert time.monotonic() - paid < 1.5
+        # any worker's /metrics counts both workers' requests (prometheus multiprocess mode)
+        scraped = httpx.get(
+            f"{url}/metrics", headers={"authorization": "Bearer admin-secret"}, timeout=30
+        )
+        totals: dict[str, float] = {}
+        for family in text_string_to_metric_families(scraped.text):
+            if family.name == "flexroute_requests":
+                for sample in family.samples:
+                    if sample.name == "flexroute_requests_total":
+                        org_route = sample.labels["route"]
+                        totals[org_route] = totals.get(org_route, 0) + sample.value
+        assert sum(totals.values()) == 6 + 4  # acme's 6 and beta's 4 that reached a provider
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)

@@ -24,8 +24,9 @@ State shared between workers:
   or a Stripe webhook handled by another process lifts a pause within ~50 ms.
 * The SQLite ledger is opened by each worker in WAL mode with a bounded busy wait
   (``busy_timeout``); PostgreSQL takes concurrent writers as it is.
-* Metrics: each worker counts its own. (Multiprocess ``prometheus_client`` mode is the metrics
-  feature's: call its ``prepare_multiprocess(dir)`` in :func:`serve_workers` before spawning.)
+* Metrics: the parent points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory (a temporary
+  one unless the operator set it) before spawning, so every worker's counters and histograms
+  go to files there and any worker's ``GET /metrics`` shows the sum of all of them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 
 from flexroute.config import Settings
 from flexroute.errors import ConfigError
@@ -88,6 +90,12 @@ def serve_workers(
         lifespan="on", timeout_worker_healthcheck=30,  # a loaded box answers pings late
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout),
     )  # fmt: skip
+    from flexroute import metrics
+
+    # before any worker starts: each one's metrics go to files all of them aggregate
+    metrics.prepare_multiprocess(
+        os.environ.get(metrics.MULTIPROC_ENV) or tempfile.mkdtemp(prefix="flexroute-metrics-")
+    )
     sock = config.bind_socket()
     supervisor = Multiprocess(config, sockets=[sock])
     try:
