@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import json
 import os
+import pty
 import random
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +26,7 @@ import pytest
 from flexroute.config import Settings
 from flexroute.proxy import create_app
 from flexroute.testing import RunningEmulator, serve_in_thread
+from tests.gateway_env import SECRET, gateway_settings, seed
 from tests.recording_upstream import Answer, Seen, recording_upstream
 
 ROOT = Path(__file__).parent.parent
@@ -347,6 +353,100 @@ class TestPacing:
         assert len(refused) == 4  # the first four in flight at once
         assert min(later) - max(refused) >= 1.4  # nothing started during the pause
         assert json.loads(done.stdout)["retries"] == 4
+
+
+class TestGatewayMode:
+    def test_in_process_batch_runs_as_the_key_of_key_file(
+        self, tmp_path: Path, emulator: RunningEmulator
+    ) -> None:
+        """With flexroute keys in the ledger, the batch needs --key-file; then it runs as that
+        key's organisation, under that key's rate limit (the rest answered 429)."""
+        emulator.reset()
+        settings = gateway_settings(tmp_path, emulator.base_url)
+        orgs = seed(settings, ("acme",))
+        key_file = tmp_path / "key"
+        key_file.write_text(orgs["acme"].key + "\n")
+        env = env_for(tmp_path, f"{emulator.base_url}/v1")
+        env.update(FLEXROUTE_SECRET_KEY=SECRET,
+                   FLEXROUTE_RATE_LIMITS='{"free": 3, "elevated": 60, "paid": 300}')  # fmt: skip
+        source = write_lines(tmp_path / "in.jsonl", [chat_line(f"o{i}") for i in range(5)])
+        out = tmp_path / "out.jsonl"
+        refused = batch([str(source), "-o", str(out)], env)
+        assert refused.returncode == 2
+        assert "--key-file" in refused.stderr
+        done = batch([str(source), "-o", str(out), "--key-file", str(key_file), "--concurrency",
+                      "1", "--max-retries", "0", "--json-summary"], env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        statuses = sorted(o["response"]["status_code"] for o in outputs(out))
+        assert statuses == [200, 200, 200, 429, 429]
+        limited = [o for o in outputs(out) if o["response"]["status_code"] == 429]
+        assert limited[0]["response"]["body"]["error"]["code"] == "rate_limit_exceeded"
+        with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+            orgs_seen = db.execute("SELECT DISTINCT org_id FROM requests").fetchall()
+        assert orgs_seen == [("acme",)]
+        assert json.loads(done.stdout)["errors"] == 2
+
+
+class TestForwardedLines:
+    def test_embeddings_lines_are_forwarded_and_recorded(self, tmp_path: Path) -> None:
+        """/v1/embeddings has no flex tier: the line goes as written, with the server's key."""
+        vector = {"object": "list", "data": [{"object": "embedding", "index": 0,
+                  "embedding": [0.1, 0.2]}], "model": "text-embedding-3-small",
+                  "usage": {"prompt_tokens": 2, "total_tokens": 2}}  # fmt: skip
+        with recording_upstream(lambda seen: Answer(200, json.dumps(vector).encode())) as up:
+            line = {"custom_id": "e1", "method": "POST", "url": "/v1/embeddings",
+                    "body": {"model": "text-embedding-3-small", "input": "hi"}}  # fmt: skip
+            source = write_lines(tmp_path / "in.jsonl", [line])
+            out = tmp_path / "out.jsonl"
+            done = batch([str(source), "-o", str(out)], env_for(tmp_path, up.url))
+        assert done.returncode == 0, done.stderr
+        (only,) = outputs(out)
+        assert only["response"]["body"] == vector
+        (seen,) = up.seen
+        assert seen.raw_path == "/v1/embeddings"
+        assert seen.header_values("authorization") == ["Bearer sk-batch-test"]
+        assert "start_within" not in seen.json()
+        assert [row[1] for row in ledger_rows(tmp_path)] == ["ok"]
+
+
+class TestProgress:
+    def test_a_terminal_gets_a_progress_bar_with_flex_share_and_saving(
+        self, tmp_path: Path, emu_env: dict[str, str]
+    ) -> None:
+        """stderr on a terminal: the bar shows done/total, the flex share and the saving."""
+        source = write_lines(tmp_path / "in.jsonl", [chat_line(f"t{i}") for i in range(3)])
+        out = tmp_path / "out.jsonl"
+        leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "flexroute.cli", "batch", str(source), "-o", str(out)],
+                env=emu_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=follower, timeout=120,
+                check=False,
+            )  # fmt: skip
+            os.set_blocking(leader, False)
+            drawn = b""
+            with contextlib.suppress(BlockingIOError, OSError):
+                while chunk := os.read(leader, 65536):
+                    drawn += chunk
+        finally:
+            os.close(leader)
+            os.close(follower)
+        assert proc.returncode == 0
+        text = drawn.decode(errors="replace")
+        assert "3/3" in text
+        assert "flex 100%" in text
+        assert "saved $" in text
+        assert b"served at flex" in proc.stdout
+
+    def test_no_bar_when_stderr_is_not_a_terminal(
+        self, tmp_path: Path, emu_env: dict[str, str]
+    ) -> None:
+        """Piped stderr stays clean: no bar, only the summary on stdout."""
+        source = write_lines(tmp_path / "in.jsonl", [chat_line("n1")])
+        done = batch([str(source), "-o", str(tmp_path / "out.jsonl")], emu_env)
+        assert done.returncode == 0
+        assert done.stderr == ""
 
 
 class TestVia:

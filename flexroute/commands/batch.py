@@ -82,7 +82,12 @@ def run(args: argparse.Namespace) -> int:
         max_retries=max(0, args.max_retries),
         progress=False if args.no_progress else None,
     )
-    tally = anyio.run(run_batch, options, load_settings())
+    try:
+        tally = anyio.run(run_batch, options, load_settings())
+    except KeyboardInterrupt:
+        print(f"flexroute batch: interrupted; the lines in {args.output} are kept: run again "
+              "with --resume to finish", file=sys.stderr)  # fmt: skip
+        return 130
     if args.json_summary:
         print(json.dumps(tally.to_json(), indent=2))
     else:
