@@ -243,6 +243,33 @@ class TestBadLines:
         assert len(outputs(out)) == 1
 
 
+class TestFailures:
+    def test_via_without_a_proxy_is_refused_at_once(
+        self, tmp_path: Path, emu_env: dict[str, str]
+    ) -> None:
+        """--via to a port nobody serves: one clear error before any line, not one per line."""
+        source = write_lines(tmp_path / "in.jsonl", [chat_line("x")])
+        out = tmp_path / "out.jsonl"
+        began = time.monotonic()
+        done = batch([str(source), "-o", str(out), "--via", "http://127.0.0.1:9"], emu_env)
+        assert done.returncode == 2
+        assert "--via http://127.0.0.1:9: no answer" in done.stderr
+        assert "flexroute serve" in done.stderr
+        assert time.monotonic() - began < 60
+        assert not out.exists() or out.read_text() == ""
+
+    def test_an_unwritable_output_stops_the_run_with_one_line(
+        self, tmp_path: Path, emu_env: dict[str, str]
+    ) -> None:
+        """A full disk (/dev/full) ends the run with the file named and the fix, no traceback."""
+        source = write_lines(tmp_path / "in.jsonl", [chat_line(f"f{i}") for i in range(3)])
+        done = batch([str(source), "-o", "/dev/full"], emu_env)
+        assert done.returncode == 2
+        assert "cannot write /dev/full: No space left on device" in done.stderr
+        assert "--resume" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
 class TestResume:
     def test_resume_sends_only_lines_without_output(
         self, tmp_path: Path, emu_env: dict[str, str], emulator: RunningEmulator

@@ -50,8 +50,14 @@ class Output:
             while self.pending:
                 batch, self.pending = self.pending, []
                 data = b"".join(line for line, _ in batch)
-                _write_all(self.fd, data)
-                await anyio.to_thread.run_sync(os.fsync, self.fd)
+                try:
+                    _write_all(self.fd, data)
+                    await anyio.to_thread.run_sync(os.fsync, self.fd)
+                except OSError as error:
+                    raise ConfigError(
+                        f"cannot write {self.path}: {error.strerror}; the lines before are kept: "
+                        "fix it and run again with --resume"
+                    ) from None
                 for _, callback in batch:
                     callback()
         finally:

@@ -77,6 +77,8 @@ async def run_batch(options: BatchOptions, settings: Settings) -> Tally:
     try:
         if output.cut_bytes:
             progress.note(f"{options.output}: cut a torn last line ({output.cut_bytes} bytes)")
+        if isinstance(sender, ViaSender):
+            await sender.check()
         if isinstance(sender, EngineSender) and not options.key and await sender.gateway.enabled():
             raise ConfigError(
                 "the ledger holds flexroute keys (gateway mode): give --key-file with the key "
@@ -104,16 +106,19 @@ class _Run:
 
     async def all(self) -> None:
         send, receive = anyio.create_memory_object_stream[Job](self.options.concurrency)
-        async with anyio.create_task_group() as group:
-            for _ in range(self.options.concurrency):
-                group.start_soon(self.worker, receive.clone())
-            receive.close()
-            async with send:
-                with self.options.input.open("rb") as lines:
-                    for number, text in enumerate(lines, start=1):
-                        job = await self.admit(number, text)
-                        if job is not None:
-                            await send.send(job)
+        try:
+            async with anyio.create_task_group() as group:
+                for _ in range(self.options.concurrency):
+                    group.start_soon(self.worker, receive.clone())
+                receive.close()
+                async with send:
+                    with self.options.input.open("rb") as lines:
+                        for number, text in enumerate(lines, start=1):
+                            job = await self.admit(number, text)
+                            if job is not None:
+                                await send.send(job)
+        except ExceptionGroup as group_error:  # one worker's error (say, a full disk), as itself
+            raise _first(group_error) from None
         await self.output.drain()
 
     async def admit(self, number: int, text: bytes) -> Job | None:
@@ -174,6 +179,13 @@ class _Run:
     def _retry(self, wait: float) -> None:
         self.tally.retries += 1
         self.pacer.pause(wait)
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
 
 
 def _count_lines(path: Path) -> int:

@@ -26,7 +26,7 @@ import aiohttp
 from flexroute.batch.lines import Job
 from flexroute.call import Call, new_request_id
 from flexroute.dialects.base import MISSING
-from flexroute.errors import RequestRejected
+from flexroute.errors import ConfigError, RequestRejected
 from flexroute.providers import api_root
 from flexroute.proxy.auth import SidecarAuth
 from flexroute.proxy.gateway import Gateway
@@ -118,6 +118,19 @@ class ViaSender:
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
             )
         return self._session
+
+    async def check(self) -> None:
+        """Refuse at once, not line by line, when no flexroute proxy answers at the URL."""
+        url = f"{self.root}/flexroute/v1/health"
+        try:
+            async with self._client().get(url, timeout=aiohttp.ClientTimeout(total=10)) as r:
+                ok = r.status == 200
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ConfigError(f"--via {self.root}: no answer ({type(error).__name__}); is "
+                              "`flexroute serve` running there?") from None  # fmt: skip
+        if not ok:
+            raise ConfigError(f"--via {self.root}: GET /flexroute/v1/health answered {r.status};"
+                              " is that a flexroute proxy?")  # fmt: skip
 
     async def send(self, job: Job, headers: list[tuple[str, str]]) -> Answer:
         headers = [("content-type", "application/json"), *headers]
