@@ -22,11 +22,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from benchmarks import _plots, _report, fallback_lag, memory, overhead, peers, savings
+from benchmarks import _plots, _report, batch, fallback_lag, memory, overhead, peers, savings
 from benchmarks._stats import machine
 
 HERE = Path(__file__).parent
-BENCHMARKS = ("fallback", "overhead", "savings", "memory", "sdk")
+BENCHMARKS = ("fallback", "overhead", "savings", "memory", "sdk", "batch")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Mode:
     savings: savings.Profile
     memory: memory.Profile
     sdk_calls: tuple[int, int]  # calls, warm-up
+    batch: batch.Profile
 
 
 MODES = {
@@ -53,6 +54,7 @@ MODES = {
         savings.FULL,
         memory.FULL,
         (400, 50),
+        batch.FULL,
     ),
     "quick": Mode(
         "quick",
@@ -64,9 +66,19 @@ MODES = {
         savings.QUICK,
         memory.QUICK,
         (100, 20),
+        batch.QUICK,
     ),
     "smoke": Mode(
-        "smoke", [1, 20], 1, 0.3, ["burst"], overhead.SMOKE, savings.SMOKE, memory.SMOKE, (10, 3)
+        "smoke",
+        [1, 20],
+        1,
+        0.3,
+        ["burst"],
+        overhead.SMOKE,
+        savings.SMOKE,
+        memory.SMOKE,
+        (10, 3),
+        batch.SMOKE,
     ),
 }
 
@@ -175,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" in only:
         with guarded("memory", notes), progress("memory") as tick:
             results["memory"] = memory.run(mode.memory, tick)
+    if "batch" in only:
+        with guarded("batch", notes), progress("flexroute batch") as tick:
+            results["batch"] = batch.run(mode.batch, tick)
     if "sdk" in only:
         sdk = run_sdk(mode.sdk_calls, args.results, notes)
         if sdk is not None:
@@ -194,6 +209,7 @@ def write(results: dict[str, Any], notes: list[str], args: argparse.Namespace) -
         "overhead": "overhead",
         "savings": "savings",
         "memory": "memory",
+        "batch": "batch",
     }
     plots = []
     for key, stem in files.items():

@@ -117,3 +117,18 @@ def memory(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def batch(result: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rows = result["rows"]
+    names = [f"{r['scenario']} ({r['lines']})" for r in rows]
+    ax.bar(names, [r["lines_per_s"] for r in rows])
+    for i, r in enumerate(rows):
+        share = "—" if r["saving_vs_oracle"] is None else f"{r['saving_vs_oracle']:.3f}"
+        ax.annotate(f"saving ÷ oracle {share}", (i, r["lines_per_s"]), ha="center", va="bottom")
+    ax.set_ylabel("lines per second")
+    ax.set_title("flexroute batch against the emulator")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""The ``flexroute`` command: serve, emulate, demo, prices, requests."""
+"""The ``flexroute`` command: serve, emulate, demo, batch, prices, requests."""
 
 from __future__ import annotations
 
@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--catalog", metavar="DIR", help="a catalog directory (default: shipped)")
     check.add_argument("--at", metavar="ISO-DATE", help="the moment to compare prices at (UTC)")
     check.set_defaults(run=_prices_check)
+
+    from flexroute.commands import batch
+
+    batch.add_parser(commands)
 
     request = commands.add_parser("request", help="print one ledger record as JSON")
     request.add_argument("request_id")

@@ -33,7 +33,7 @@ class Seen:
 
 
 class Answer:
-    """How the upstream answers: a status, headers and body chunks; ``cut`` drops the
+    """How the upstream answers: a status, ``headers`` and body chunks; ``cut`` drops the
     connection after the chunks, before the declared body is complete; ``delay`` waits before
     the headers, ``stall`` after the chunks (before the body ends)."""
 
@@ -47,8 +47,10 @@ class Answer:
         cut: bool = False,
         delay: float = 0.0,
         stall: float = 0.0,
+        headers: list[tuple[str, str]] | None = None,
     ) -> None:
         self.status, self.content_type, self.cut = status, content_type, cut
+        self.headers = headers or []
         self.delay, self.stall = delay, stall
         self.chunks = chunks if chunks is not None else [body]
 
@@ -83,6 +85,7 @@ class RecordingUpstream:
         answer = self.answer(seen)
         await anyio.sleep(answer.delay)
         headers = [(b"content-type", answer.content_type.encode())]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
         if answer.cut:
             declared = sum(len(c) for c in answer.chunks) + 1000
             headers.append((b"content-length", str(declared).encode()))

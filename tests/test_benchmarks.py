@@ -39,7 +39,7 @@ class TestSmokeRun:
             check=False,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        for stem in ("fallback_lag", "overhead", "savings", "memory"):
+        for stem in ("fallback_lag", "overhead", "savings", "memory", "batch"):
             data = json.loads((results / f"{stem}.json").read_text())
             assert data["machine"]["cores"] >= 1
             assert "flexroute" in data["machine"]["versions"]
@@ -50,6 +50,11 @@ class TestSmokeRun:
         table = text.split(_report.BEGIN)[1].split(_report.END)[0]
         assert "Overhead against peers" in table
         assert "Savings against an oracle" in table
+        assert "flexroute batch" in table
+        batch = json.loads((results / "batch.json").read_text())
+        calm = batch["rows"][0]
+        assert calm["errors"] == 0
+        assert calm["saving_vs_oracle"] is not None
 
 
 class TestReport:
