@@ -169,10 +169,15 @@ def score(planned: list[Planned], records: list[dict[str, Any]], budget: float) 
         "ceiling_saving_usd": str(ceiling),
         "saving_vs_oracle": float(round(saved / oracle, 4)) if oracle else None,
         "saving_vs_ceiling": float(round(saved / ceiling, 4)) if ceiling else None,
-        "added_wait_ms": {"p50": statistics.median(waits), "p99": percentile(waits, 0.99)},
+        "added_wait_ms": {
+            "p50": statistics.median(waits),
+            "p99": percentile(waits, 0.99),
+            "mean": round(statistics.fmean(waits), 1),
+        },
         "oracle_wait_ms": {
             "p50": statistics.median(oracle_waits),
             "p99": percentile(oracle_waits, 0.99),
+            "mean": round(statistics.fmean(oracle_waits), 1),
         },
     }
 
@@ -186,9 +191,13 @@ def adaptive_available(proxy: str) -> bool:
         return False
 
 
-def run(profile: Profile, tick: Callable[[str], None]) -> dict[str, Any]:
+def run(
+    profile: Profile, tick: Callable[[str], None], settings: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Every batch of ``profile``; ``settings`` (``FLEXROUTE_…`` variables) go to every proxy."""
     runs: dict[tuple[str, float], list[dict[str, dict[str, Any]]]] = {}
-    notes: list[str] = []
+    notes = [f"savings: every proxy ran with {settings}"] if settings else []
+    checked = False
     with tempfile.TemporaryDirectory() as tmp, emulator_process() as emulator:
         for batch in profile.batches:
             for seed in batch.seeds:
@@ -198,14 +207,15 @@ def run(profile: Profile, tick: Callable[[str], None]) -> dict[str, Any]:
                         budgets = batch.budgets[at : at + batch.side_by_side]
                         tick(f"savings seed {seed} {trace} start_within={budgets}")
                         wanted = [(m, b) for b in budgets for m in MODES]
-                        envs = [{"FLEXROUTE_FLEX_MODE": m} for m, _ in wanted]
+                        envs = [{**(settings or {}), "FLEXROUTE_FLEX_MODE": m} for m, _ in wanted]
                         where = Path(tmp) / f"{trace}-{seed}-{at}"
                         with proxies(emulator, where, envs) as urls:
-                            if not notes and not adaptive_available(urls[0]):
+                            if not checked and not adaptive_available(urls[0]):
                                 notes.append(
                                     "savings: this build has no adaptive flex mode yet "
                                     "(no GET /flexroute/v1/flex): its column runs as always"
                                 )
+                            checked = True
                             cells = [(m, b, u) for (m, b), u in zip(wanted, urls, strict=True)]
                             found = asyncio.run(send_group(cells, planned))
                         for (mode, budget, _), records in zip(cells, found, strict=True):
@@ -223,6 +233,7 @@ def run(profile: Profile, tick: Callable[[str], None]) -> dict[str, Any]:
         "rows": rows,
         "goals": goals(rows),
         "notes": notes,
+        "settings": settings or {},
         "runs": {f"{t}@{b}": found for (t, b), found in runs.items()},
     }
 
@@ -259,7 +270,19 @@ def _row(trace: str, budget: float, found: list[dict[str, dict[str, Any]]]) -> d
         _div(r["adaptive"]["added_wait_ms"]["p99"], r["always"]["added_wait_ms"]["p99"])
         for r in found
     )
+    row["oracle_wait_p99_vs_always"] = spread(
+        _div(r["always"]["oracle_wait_ms"]["p99"], r["always"]["added_wait_ms"]["p99"])
+        for r in found
+    )
+    row["adaptive_excess_p99_share"] = spread(_excess(r) for r in found)
     return row
+
+
+def _excess(run: dict[str, dict[str, Any]]) -> float | None:
+    """The share of always's added wait p99 in excess of the oracle's that adaptive keeps."""
+    oracle = run["always"]["oracle_wait_ms"]["p99"]
+    always, adaptive = (run[m]["added_wait_ms"]["p99"] for m in ("always", "adaptive"))
+    return _div(max(0.0, adaptive - oracle), always - oracle) if always > oracle else None
 
 
 def _div(a: float, b: float) -> float | None:
@@ -271,7 +294,13 @@ def _median(node: dict[str, Any] | None) -> float | None:
 
 
 def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Issue 13's goals, per stochastic trace and budget (reported, not asserted)."""
+    """Issue 13's goals, per stochastic trace and budget (reported, not asserted).
+
+    The p99 goal is read two ways: literally (adaptive's p99 ≤ 0.2× always's), beside its
+    bound — the oracle's own p99 ÷ always's: a router that keeps the oracle's saving waits for
+    the late starts the oracle waits for, so above 0.2 the literal goal is out of reach on
+    that trace — and as the share of always's p99 *in excess of the oracle's* that adaptive
+    keeps (≤ 0.2)."""
     out: list[dict[str, Any]] = []
 
     def goal(text: str, value: float | None, passed: bool | None) -> None:
@@ -286,6 +315,14 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 f"stoch-outage {budget}: adaptive added wait p99 ≤ 0.2× always's",
                 cut,
                 None if cut is None else cut <= 0.2,
+            )
+            bound = _median(row["oracle_wait_p99_vs_always"])
+            goal(f"stoch-outage {budget}: (bound) oracle's added wait p99 ÷ always's", bound, None)
+            excess = _median(row["adaptive_excess_p99_share"])
+            goal(
+                f"stoch-outage {budget}: adaptive keeps ≤ 0.2 of always's p99 excess over oracle",
+                excess,
+                None if excess is None else excess <= 0.2,
             )
             goal(
                 f"stoch-outage {budget}: adaptive saving ≥ 0.95× oracle's",
@@ -308,11 +345,24 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--quick", action="store_true")
     size.add_argument("--smoke", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FLEXROUTE_NAME=VALUE",
+        help="a setting for every proxy, e.g. FLEXROUTE_FLEX_HALF_LIFE=10 (repeatable)",
+    )
     args = parser.parse_args(argv)
     profile = SMOKE if args.smoke else QUICK if args.quick else FULL
+    settings = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("FLEXROUTE_"):
+            parser.error(f"--set {item!r}: give FLEXROUTE_NAME=VALUE")
+        settings[name] = value
     from benchmarks import _report
 
-    result = run(profile, lambda step: print(step, file=sys.stderr, flush=True))
+    result = run(profile, lambda step: print(step, file=sys.stderr, flush=True), settings)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     for title, header, rows in _report.tables({"savings": result}):

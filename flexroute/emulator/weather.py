@@ -103,7 +103,7 @@ class Climate:
 
 _CALM = Conditions(0.01, 0.08, 0.7, (0.2, 0.5), burst_rate=0.02, burst_mean=1.0)
 _DEGRADED = Conditions(0.15, 0.6, 0.9, (0.5, 1.0), burst_rate=0.15, burst_mean=2.0)
-_OUTAGE = Conditions(0.8, 20.0, 0.5, (1.0, 2.0))  # the rest are accepted and never start
+_OUTAGE = Conditions(0.8, 20.0, 0.5, (0.5, 1.5))  # the rest are accepted and never start
 _RECOVERY = Conditions(0.3, 0.4, 0.8, (0.5, 1.0), burst_rate=0.2, burst_mean=1.0)
 
 CLIMATES: dict[str, Climate] = {
