@@ -76,6 +76,23 @@ def _parser() -> argparse.ArgumentParser:
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=8090)
     emulate.add_argument("--seed", type=int, default=0)
+    emulate.add_argument(
+        "--weather", type=int, default=None, metavar="SEED",
+        help="flex capacity follows a seeded Markov process over time (calm, degraded, outage, "
+        "recovery; one per model) instead of a fixed refusal rate",
+    )  # fmt: skip
+    emulate.add_argument(
+        "--climate", default="outage", choices=["calm", "outage"],
+        help="the weather's rates: rare outages (calm) or waves of them (outage, the default)",
+    )  # fmt: skip
+    emulate.add_argument(
+        "--weather-speed", type=float, default=1.0, metavar="X",
+        help="weather seconds per wall-clock second (default 1)",
+    )  # fmt: skip
+    emulate.add_argument(
+        "--weather-start", type=float, default=0.0, metavar="SECONDS",
+        help="where in the weather to begin (default 0: calm)",
+    )  # fmt: skip
     emulate.set_defaults(run=_emulate)
 
     demo = commands.add_parser("demo", help="emulator + proxy + a mixed workload, no keys needed")
@@ -84,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
         help="ledger for the demo's records (default: a scratch file, deleted at exit; never "
         "FLEXROUTE_DATABASE_URL)",
     )
+    demo.add_argument(
+        "--weather", action="store_true",
+        help="add a few seconds of flex weather: calm, an outage and the recovery",
+    )  # fmt: skip
     demo.set_defaults(run=_demo)
 
     prices = commands.add_parser("prices", help="print the price catalog")
@@ -286,15 +307,23 @@ def _emulate(args: argparse.Namespace) -> int:
 
     if not _is_loopback(args.host):
         raise ConfigError(f"the emulator binds to loopback only, not {args.host}")
-    print(f"flexroute emulator on http://{args.host}:{args.port} (seed {args.seed})")
-    serve(host=args.host, port=args.port, config=EmulatorConfig(seed=args.seed))
+    config = EmulatorConfig(
+        seed=args.seed,
+        weather=args.weather,
+        climate=args.climate,
+        weather_speed=args.weather_speed,
+        weather_start=args.weather_start,
+    )
+    weather = "" if args.weather is None else f", {args.climate} weather seed {args.weather}"
+    print(f"flexroute emulator on http://{args.host}:{args.port} (seed {args.seed}{weather})")
+    serve(host=args.host, port=args.port, config=config)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from flexroute.demo import run_demo
 
-    return run_demo(args.database_url)
+    return run_demo(args.database_url, weather=args.weather)
 
 
 def _prices(args: argparse.Namespace) -> int:
