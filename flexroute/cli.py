@@ -220,6 +220,7 @@ def _serve(args: argparse.Namespace) -> int:
     from flexroute.providers import PROVIDERS, upstream_lines
     from flexroute.proxy import create_app
     from flexroute.proxy.workers import serve_workers, worker_count
+    from flexroute.tracing import tracing_from_env, tracing_requested
 
     settings = load_settings()
 
@@ -245,26 +246,33 @@ def _serve(args: argparse.Namespace) -> int:
         )
     workers, why = worker_count(args.workers, settings, gateway=gateway)
     configure_logging(args.log_format, args.log_level)
+    tracer = tracing_from_env()  # a missing extra: one warning line; a bad exporter: an error
+    traces = "off" if tracer is None else tracer.description
     if why:
         logging.getLogger("flexroute").info(why)
     mode = "gateway" if gateway else "sidecar"
     limits = "redis" if settings.redis_url else "in-process"
     logging.getLogger("flexroute").info(
-        "flexroute %s proxy (%s mode, %s rate limits) on http://%s:%s, ledger %s; %s",
-        __version__, mode, limits, args.host, args.port, redact_url(settings.database_url),
-        "; ".join(upstream_lines(settings)),
+        "flexroute %s proxy (%s mode, %d worker%s, %s rate limits) on http://%s:%s, ledger %s, "
+        "traces %s; %s",
+        __version__, mode, workers, "" if workers == 1 else "s", limits, args.host, args.port,
+        redact_url(settings.database_url), traces, "; ".join(upstream_lines(settings)),
         extra={
             "version": __version__, "mode": mode, "workers": workers, "rate_limits": limits,
-            "store": redact_url(settings.database_url),
+            "store": redact_url(settings.database_url), "traces": traces,
             "upstreams": {p.name: getattr(settings, p.base_url_setting) for p in PROVIDERS},
         },
     )  # fmt: skip
     if workers > 1:
+        if tracer is None and tracing_requested():
+            os.environ["OTEL_SDK_DISABLED"] = "true"  # said once here, not once per worker
+        elif tracer is not None:
+            anyio.run(tracer.aclose)  # each worker builds its own
         return serve_workers(
             settings, host=args.host, port=args.port, workers=workers,
             log_format=args.log_format, log_level=args.log_level,
         )  # fmt: skip
-    app = create_app(settings, gate_ttl=settings.billing_gate_ttl)
+    app = create_app(settings, gate_ttl=settings.billing_gate_ttl, tracer=tracer)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
         log_config=None,  # uvicorn's own lines through flexroute's handler and format

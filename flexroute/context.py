@@ -14,6 +14,7 @@ from flexroute.providers import Provider
 from flexroute.routing.decide import Decision, Reason, Route
 from flexroute.routing.flex import AttemptLog
 from flexroute.settle import money_headers
+from flexroute.tracing import RequestTrace
 from flexroute.upstream import HOP_BY_HOP, Headers
 
 __all__ = ["RequestContext", "reply_headers"]
@@ -37,6 +38,7 @@ class RequestContext:
     route: Route = Route.PASSTHROUGH
     reason: Reason | None = None
     flex_wait: float | None = None
+    trace: RequestTrace | None = None  # set only when traces are on (flexroute.tracing)
 
 
 def reply_headers(

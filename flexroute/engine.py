@@ -36,6 +36,7 @@ from flexroute.routing.decide import Decision, Reason, Route, decide
 from flexroute.routing.flex import AttemptLog, GaveUp, ProviderError, Started, run_flex
 from flexroute.routing.streaming import StreamRefusals
 from flexroute.settle import price
+from flexroute.tracing import Tracer, traced
 from flexroute.upstream import HOP_BY_HOP, Headers, Upstream, UpstreamRequest, UpstreamResponse
 from flexroute.usage import Tier, Usage
 
@@ -58,8 +59,10 @@ class Engine:
         gate: Gate | None = None,
         sink: RecordSink | None = None,
         stream_refusals: StreamRefusals | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.settings = settings
+        self.tracer = tracer  # None: traces off, nothing is paid for them (flexroute.tracing)
         self.on_record = on_record
         self.gate = gate
         self.catalog = catalog
@@ -84,11 +87,20 @@ class Engine:
         try:
             ctx = self._context(call, provider, dialect)
         except RequestRejected as error:
+            if self.tracer is not None:
+                self.tracer.refused(call, dialect, error.status)
             return self.reject(dialect, error, call.request_id)
+        if self.tracer is None:
+            return await self._answer(ctx)
+        ctx.trace = self.tracer.begin(ctx)
+        return await traced(ctx.trace, self._answer(ctx))
+
+    async def _answer(self, ctx: RequestContext) -> Reply:
+        call = ctx.call
         if ctx.decision.billable and self.gate is not None:
             refusal = await self.gate(call)
             if refusal is not None:  # e.g. 402 for a past-due organisation
-                return self.reject(dialect, refusal, call.request_id)
+                return self.reject(ctx.dialect, refusal, call.request_id)
         try:
             if ctx.decision.route is Route.FLEX:
                 ctx.route = Route.FLEX  # until it falls back: a client leaving now left flex
@@ -172,7 +184,9 @@ class Engine:
                     ctx.body, tier=Tier.FLEX, stream=stream, ask_usage=False
                 )
             extra = ctx.dialect.attempt_headers(Tier.FLEX, deadline - self.clock())
-            request = self._request(ctx, flex_bodies[stream], stream=stream, extra=extra)
+            request = self._request(
+                ctx, flex_bodies[stream], stream=stream, extra=extra, attempt="flex"
+            )
             return self.upstream.send(request)
 
         result = await run_flex(
@@ -202,7 +216,7 @@ class Engine:
 
     async def _single(self, ctx: RequestContext, body: bytes, label: str) -> Reply:
         """One upstream call, relayed as the client asked (passthrough and fallback)."""
-        request = self._request(ctx, body, stream=ctx.wants_stream)
+        request = self._request(ctx, body, stream=ctx.wants_stream, attempt=label)
         began = self.clock()
         try:
             response = await self.upstream.send(request)
@@ -293,7 +307,7 @@ class Engine:
         )
 
     def _request(
-        self, ctx: RequestContext, body: bytes, *, stream: bool, extra: Headers = ()
+        self, ctx: RequestContext, body: bytes, *, stream: bool, attempt: str, extra: Headers = ()
     ) -> UpstreamRequest:
         # An attempt header flexroute sets replaces the client's own of that name, merged by
         # the dialect (Gemini's X-Server-Timeout: the smaller of the two deadlines).
@@ -305,6 +319,8 @@ class Engine:
             headers.append(("x-client-request-id", ctx.call.request_id))
         target = ctx.dialect.upstream_target(ctx.call.upstream_path, ctx.call.query, stream)
         url = ctx.provider.upstream_url(self.base_url(ctx.provider), target)
+        if ctx.trace is not None:  # a child span; its traceparent replaces the client's
+            ctx.trace.attempt(headers, url, attempt)
         return UpstreamRequest("POST", url, headers, body)
 
     async def record(
@@ -353,6 +369,8 @@ class Engine:
         await self.sink.record(record)  # the store, or its spool when the store is down
         if self.on_record is not None:
             self.on_record(record)
+        if ctx.trace is not None:
+            ctx.trace.end(record)
         return record
 
 

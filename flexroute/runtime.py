@@ -21,6 +21,7 @@ from flexroute.ledger import LedgerRecord, SpooledWriter, Store, open_store, spo
 from flexroute.limits import Limiter, limiter_for
 from flexroute.logs import request_line
 from flexroute.metrics import Metrics
+from flexroute.tracing import Tracer, tracing_from_env
 from flexroute.upstream import AiohttpUpstream, Bounds, Upstream
 
 __all__ = ["Runtime", "build_runtime"]
@@ -38,6 +39,7 @@ class Runtime:
     metrics: Metrics
     gate: BillingGate
     limiter: Limiter
+    tracer: Tracer | None = None
 
     async def aclose(self) -> None:
         with anyio.move_on_after(5):  # what the store can take back before it closes
@@ -45,6 +47,8 @@ class Runtime:
         await self.upstream.aclose()
         await self.limiter.aclose()
         await self.store.aclose()
+        if self.tracer is not None:
+            await self.tracer.aclose()  # bounded: pending spans get 5 s to leave
 
 
 def build_runtime(
@@ -56,10 +60,16 @@ def build_runtime(
     limiter: Limiter | None = None,
     gate_ttl: float = 2.0,
     on_record: Callable[[LedgerRecord], None] | None = None,
+    tracer: Tracer | None = None,
+    trace_kind: str = "server",
 ) -> Runtime:
     """Build the engine for ``settings``; given parts are used as they are (tests, the
     wrapper's own upstream), the rest made from the settings. ``on_record`` hears every
-    ledger record after the metrics have counted it and its log line is written."""
+    ledger record after the metrics have counted it and its log line is written. Traces
+    follow the ``OTEL_*`` variables (:mod:`flexroute.tracing`) unless ``tracer`` is given;
+    the request's span is of ``trace_kind`` (``server`` in the proxy, ``internal`` in the
+    SDK wrapper)."""
+    tracer = tracer or tracing_from_env(kind=trace_kind)
     upstream = upstream or AiohttpUpstream(Bounds.from_settings(settings))
     store = store or open_store(settings.database_url)
     catalog = catalog or default_catalog()
@@ -88,5 +98,6 @@ def build_runtime(
         on_record=recorded,
         gate=gate,
         sink=writer,
+        tracer=tracer,
     )
-    return Runtime(settings, engine, store, writer, upstream, metrics, gate, limiter)
+    return Runtime(settings, engine, store, writer, upstream, metrics, gate, limiter, tracer)

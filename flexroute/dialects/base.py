@@ -79,6 +79,7 @@ class Dialect(ABC):
     name: str
     wire_tiers: Mapping[Tier, str]  # flexroute tier -> the value this API uses
     sse_comments = True  # False where the SDK's SSE parser chokes on ": comment" lines
+    operation = "chat"  # OpenTelemetry's gen_ai.operation.name for this API
 
     @abstractmethod
     def read(self, body: JSONDict, path: str) -> RequestFacts: ...

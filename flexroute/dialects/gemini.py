@@ -48,6 +48,7 @@ def is_gemini_path(path: str) -> bool:
 class GeminiDialect(Dialect):
     provider = "gemini"
     name = "gemini"
+    operation = "generate_content"
     sse_comments = False  # google-genai parses every non-empty SSE line as JSON
     wire_tiers: Mapping[Tier, str] = MappingProxyType(
         {Tier.STANDARD: "standard", Tier.FLEX: "flex", Tier.PRIORITY: "priority"}
