@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_headers_timeout: float = Field(default=600.0, gt=0)  # a whole non-stream answer
     upstream_idle_timeout: float = Field(default=300.0, gt=0)  # between two bytes of a body
+    # request sent → the answer's last byte; a flex attempt gets its budget on top
+    upstream_total_timeout: float = Field(default=1800.0, gt=0)
     # Hostile load (issue 11 item 7): at most this many open connections to one provider host;
     # a burst beyond it waits for a pooled connection (within the connect timeout).
     upstream_connections_per_host: int = Field(default=100, gt=0)

@@ -25,6 +25,7 @@ from flexroute.errors import (
     RequestRejected,
     UpstreamConnectError,
     UpstreamError,
+    UpstreamMalformed,
     UpstreamTimeout,
 )
 from flexroute.forward import Forwarder
@@ -183,11 +184,14 @@ class Engine:
                 flex_bodies[stream] = ctx.dialect.prepare(
                     ctx.body, tier=Tier.FLEX, stream=stream, ask_usage=False
                 )
-            extra = ctx.dialect.attempt_headers(Tier.FLEX, deadline - self.clock())
+            remaining = deadline - self.clock()
+            extra = ctx.dialect.attempt_headers(Tier.FLEX, remaining)
+            # The total bound starts at the budget's end: it never cuts the flex wait short.
+            total = remaining + self.settings.upstream_total_timeout
             request = self._request(
                 ctx, flex_bodies[stream], stream=stream, extra=extra, attempt="flex"
             )
-            return self.upstream.send(request)
+            return self.upstream.send(replace(request, total=total))
 
         result = await run_flex(
             send,
@@ -225,23 +229,31 @@ class Engine:
             return self.reject(
                 ctx.dialect, failures.unreachable(ctx.provider, error), ctx.call.request_id
             )
-        except UpstreamTimeout as error:
-            ctx.log.add(label, began, self.clock(), "timed-out", None)
+        except UpstreamError as error:  # it reached the provider: timed out, cut, malformed
+            ctx.log.add(label, began, self.clock(), _outcome(error), None)
             return await self._broken_reply(ctx, error)
         if ctx.wants_stream and response.status == 200:
-            ctx.log.add(label, began, self.clock(), "streaming", 200)
-            return self._stream_reply(ctx, response, None)
+            if _is_event_stream(response):
+                ctx.log.add(label, began, self.clock(), "streaming", 200)
+                return self._stream_reply(ctx, response, None)
+            await response.aclose()
+            ctx.log.add(label, began, self.clock(), "malformed", 200)
+            kind = response.header_map.get("content-type", "no content type")
+            error = UpstreamMalformed(f"a streamed answer came as {kind!r}, not an event stream")
+            return await self._broken_reply(ctx, error)
         try:
             data = await response.read()
+            facts = None
+            if response.status == 200:
+                facts = ctx.dialect.read_response(data, response.header_map)
         except UpstreamError as error:
-            ctx.log.add(label, began, self.clock(), "broken", response.status)
+            ctx.log.add(label, began, self.clock(), _outcome(error), response.status)
             return await self._broken_reply(ctx, error)
         finally:
             await response.aclose()
         ctx.log.add(label, began, self.clock(), "answered", response.status)
-        if response.status != 200:
+        if facts is None:
             return await self._finish_error(ctx, response.status, list(response.headers), data)
-        facts = ctx.dialect.read_response(data, response.header_map)
         record = await self.record(ctx, facts.usage, facts.tier_served, Status.OK, 200)
         headers = reply_headers(ctx, response.headers, record)
         return Reply(200, headers, data)
@@ -251,7 +263,10 @@ class Engine:
         model refused to stream, from the whole answer that arrived inside the budget)."""
         if started.whole is not None:
             await started.response.aclose()
-            facts = ctx.dialect.read_response(started.whole, started.response.header_map)
+            try:
+                facts = ctx.dialect.read_response(started.whole, started.response.header_map)
+            except UpstreamError as error:
+                return await self._broken_reply(ctx, error)
             record = await self.record(ctx, facts.usage, facts.tier_served, Status.OK, 200)
             return Reply(200, reply_headers(ctx, started.response.headers, record), started.whole)
         observer = started.observer
@@ -260,13 +275,13 @@ class Engine:
                 async for chunk in started.response.aiter_bytes():
                     for event in started.decoder.feed(chunk):
                         observer.observe(event)
+            if not observer.finished:
+                raise UpstreamError("flex stream ended early")
+            body = observer.assemble()
         except UpstreamError as error:
             return await self._broken_reply(ctx, error)
         finally:
             await started.response.aclose()
-        if not observer.finished:
-            return await self._broken_reply(ctx, UpstreamError("flex stream ended early"))
-        body = observer.assemble()
         record = await self.record(ctx, observer.usage, observer.tier_served, Status.OK, 200)
         headers = reply_headers(ctx, started.response.headers, record, content_type=True)
         return Reply(200, headers, body)
@@ -372,6 +387,17 @@ class Engine:
         if ctx.trace is not None:
             ctx.trace.end(record)
         return record
+
+
+def _outcome(error: UpstreamError) -> str:
+    """The attempt log's word for an answer that failed after it reached the provider."""
+    if isinstance(error, UpstreamTimeout):
+        return "timed-out"
+    return "malformed" if isinstance(error, UpstreamMalformed) else "broken"
+
+
+def _is_event_stream(response: UpstreamResponse) -> bool:
+    return response.header_map.get("content-type", "").lower().startswith("text/event-stream")
 
 
 def _start_within_header(call: Call) -> str | None:

@@ -24,9 +24,13 @@ from flexroute.dialects.base import (
     Observer,
     RequestFacts,
     ResponseFacts,
+    answer_object,
     dumps,
+    event_object,
     int_field,
     loads_object,
+    objects,
+    usage_object,
 )
 from flexroute.dialects.sse import SSEEvent, encode_event
 from flexroute.errors import RequestRejected
@@ -106,7 +110,8 @@ class GeminiDialect(Dialect):
         return client.strip()
 
     def read_response(self, body: bytes, headers: Mapping[str, str]) -> ResponseFacts:
-        obj = loads_object(body) or {}
+        obj = answer_object(body, headers)
+        objects(obj.get("candidates"), "candidates")
         return ResponseFacts(gemini_usage(obj.get("usageMetadata")), self._served(headers))
 
     def _served(self, headers: Mapping[str, str]) -> Tier | None:
@@ -150,7 +155,8 @@ def gemini_usage(meta: object) -> Usage | None:
     """Usage from ``usageMetadata``, with its per-modality breakdown (``promptTokensDetails``
     and ``toolUsePromptTokensDetails``, ``cacheTokensDetails``, ``candidatesTokensDetails``:
     lists of ``{modality, tokenCount}``) so that audio is priced as audio."""
-    if not isinstance(meta, Mapping):
+    meta = usage_object(meta, "usageMetadata")
+    if meta is None:
         return None
     prompt = int_field(meta, "promptTokenCount") + int_field(meta, "toolUsePromptTokenCount")
     return Usage(
@@ -177,9 +183,7 @@ def _modalities(meta: Mapping[str, Any], *keys: str) -> dict[str, int]:
 
 
 def _has_output(chunk: JSONDict) -> bool:
-    for candidate in chunk.get("candidates") or []:
-        if not isinstance(candidate, Mapping):
-            continue
+    for candidate in objects(chunk.get("candidates"), "candidates"):
         if candidate.get("finishReason"):
             return True
         parts = (candidate.get("content") or {}).get("parts") or []
@@ -199,7 +203,7 @@ class GeminiObserver(Observer):
         return b'"finishReason"' in event.raw
 
     def observe(self, event: SSEEvent) -> bytes | None:
-        chunk = loads_object(event.data)
+        chunk = event_object(event)
         if chunk is None:
             return event.raw
         if "error" in chunk:

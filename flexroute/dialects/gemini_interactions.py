@@ -68,7 +68,9 @@ from flexroute.dialects.base import (
     Observer,
     RequestFacts,
     ResponseFacts,
+    answer_object,
     dumps,
+    event_object,
     int_field,
     loads_object,
 )
@@ -135,7 +137,7 @@ class InteractionsDialect(Dialect):
         return _GENERATE.merge_attempt_header(name, ours, client)
 
     def read_response(self, body: bytes, headers: Mapping[str, str]) -> ResponseFacts:
-        obj = loads_object(body) or {}
+        obj = answer_object(body, headers)
         served = self.tier_from_wire(obj.get("service_tier"))
         return ResponseFacts(
             interactions_usage(obj.get("usage")), served or self._header_tier(headers)
@@ -218,7 +220,7 @@ class InteractionsObserver(Observer):
         return b'"interaction.complete' in event.raw
 
     def observe(self, event: SSEEvent) -> bytes | None:
-        data = loads_object(event.data)
+        data = event_object(event)
         if data is None:
             return event.raw
         kind = data.get("event_type", event.event)

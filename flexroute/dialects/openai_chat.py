@@ -14,8 +14,10 @@ from flexroute.dialects.base import (
     JSONDict,
     Observer,
     ResponseFacts,
+    answer_object,
     dumps,
-    loads_object,
+    event_object,
+    objects,
 )
 from flexroute.dialects.sse import SSEEvent, encode_event
 
@@ -35,7 +37,8 @@ class ChatDialect(OpenAIDialect):
         body["stream_options"]["include_usage"] = True
 
     def read_response(self, body: bytes, headers: Mapping[str, str]) -> ResponseFacts:
-        obj = loads_object(body) or {}
+        obj = answer_object(body, headers)
+        objects(obj.get("choices"), "choices")
         return ResponseFacts(
             chat_usage(obj.get("usage")), self.tier_from_wire(obj.get("service_tier"))
         )
@@ -62,7 +65,7 @@ class ChatObserver(Observer):
         if event.data == "[DONE]":
             self.finished = True
             return event.raw
-        chunk = loads_object(event.data)
+        chunk = event_object(event)
         if chunk is None:
             return event.raw
         if "error" in chunk:
@@ -74,8 +77,8 @@ class ChatObserver(Observer):
         usage = chunk.get("usage")
         if usage is not None:
             self.usage = chat_usage(usage)
-        choices = chunk.get("choices")
-        if not self.started and isinstance(choices, list):
+        choices = objects(chunk.get("choices"), "choices")
+        if not self.started:
             self.started = any(_is_output(choice) for choice in choices)
         if self._assembler is not None:
             self._assembler.add(chunk)
