@@ -177,12 +177,40 @@ class Dialect(ABC):
         return ours
 
 
+class Pieces:
+    """Text assembled from a stream's deltas, joined once when the body is serialised.
+
+    ``d[k] = d[k] + delta`` copies the whole text at every delta (the dict keeps a reference,
+    so CPython cannot extend in place): quadratic in the answer's length. Assemblers keep a
+    ``Pieces`` where the text goes and :func:`dumps` writes it as a JSON string.
+    """
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, first: str = "") -> None:
+        self._parts = [first]
+
+    def add(self, text: str) -> None:
+        self._parts.append(text)
+
+    def __str__(self) -> str:
+        text = "".join(self._parts)
+        self._parts = [text]
+        return text
+
+
+def _serialise(obj: object) -> str:
+    if isinstance(obj, Pieces):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
 def dumps(obj: object) -> bytes:
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_serialise)
     try:
         return text.encode()
     except UnicodeEncodeError:  # a lone surrogate ("\ud800"): escaped, as the client wrote it
-        return json.dumps(obj, separators=(",", ":")).encode()
+        return json.dumps(obj, separators=(",", ":"), default=_serialise).encode()
 
 
 def loads_object(data: bytes | str) -> JSONDict | None:

@@ -22,6 +22,7 @@ from flexroute.dialects.base import (
     ErrorKind,
     JSONDict,
     Observer,
+    Pieces,
     RequestFacts,
     ResponseFacts,
     answer_object,
@@ -259,10 +260,13 @@ def _append_parts(parts: list[JSONDict], new: list[Any]) -> None:
             last is not None
             and set(part) <= {"text", "thought"}
             and set(last) <= {"text", "thought"}
-            and "text" in part
-            and "text" in last
+            and isinstance(part.get("text"), str)
+            and isinstance(last.get("text"), Pieces)
             and bool(last.get("thought")) == bool(part.get("thought"))
         ):
-            last["text"] += part["text"]
+            last["text"].add(part["text"])  # joined once, when the body is written
         else:
-            parts.append(dict(part))
+            copied = dict(part)
+            if isinstance(copied.get("text"), str):
+                copied["text"] = Pieces(copied["text"])
+            parts.append(copied)

@@ -66,6 +66,7 @@ from flexroute.dialects.base import (
     ErrorKind,
     JSONDict,
     Observer,
+    Pieces,
     RequestFacts,
     ResponseFacts,
     answer_object,
@@ -211,7 +212,7 @@ class InteractionsObserver(Observer):
         self._assemble = assemble
         self._interaction: JSONDict = {}
         self._steps: dict[int, JSONDict] = {}
-        self._arguments: dict[int, str] = {}  # function-call arguments streamed as JSON text
+        self._arguments: dict[int, Pieces] = {}  # function-call arguments streamed as JSON
         self._legacy = False  # content.* events: the resource's ``outputs``, not ``steps``
 
     def is_terminal(self, event: SSEEvent) -> bool:
@@ -283,9 +284,7 @@ class InteractionsObserver(Observer):
         step = self._steps.setdefault(index, _step_for(delta, legacy=self._legacy))
         kind = delta.get("type")
         if kind == "arguments_delta":
-            self._arguments[index] = self._arguments.get(index, "") + str(
-                delta.get("arguments") or ""
-            )
+            self._arguments.setdefault(index, Pieces()).add(str(delta.get("arguments") or ""))
         elif self._legacy and kind == "text":
             _merge_text(step, delta)
         elif self._legacy:
@@ -304,7 +303,8 @@ class InteractionsObserver(Observer):
 
     def assemble(self) -> bytes:
         assert self._assemble, "observer was created without assemble=True"
-        for index, text in self._arguments.items():
+        for index, pieces in self._arguments.items():
+            text = str(pieces)
             try:
                 self._steps[index]["arguments"] = json.loads(text) if text else {}
             except ValueError:
@@ -337,7 +337,11 @@ def _step_for(delta: Mapping[str, Any], *, legacy: bool) -> JSONDict:
 
 
 def _merge_text(item: JSONDict, delta: Mapping[str, Any]) -> None:
-    item["text"] = str(item.get("text") or "") + str(delta.get("text") or "")
+    """Join a text delta to ``item``'s text, in linear time (see :class:`Pieces`)."""
+    text = item.get("text")
+    if not isinstance(text, Pieces):
+        item["text"] = text = Pieces(str(text or ""))
+    text.add(str(delta.get("text") or ""))
 
 
 def _append_content(content: list[Any], delta: JSONDict) -> None:
