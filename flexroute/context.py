@@ -4,6 +4,7 @@ and the forwarding of other paths."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flexroute.call import Call
 from flexroute.catalog import ModelPrices
@@ -15,6 +16,9 @@ from flexroute.routing.decide import Decision, Reason, Route
 from flexroute.routing.flex import AttemptLog
 from flexroute.settle import money_headers
 from flexroute.upstream import HOP_BY_HOP, Headers
+
+if TYPE_CHECKING:
+    from flexroute.billing.quota import Hold
 
 __all__ = ["RequestContext", "reply_headers"]
 
@@ -37,6 +41,7 @@ class RequestContext:
     route: Route = Route.PASSTHROUGH
     reason: Reason | None = None
     flex_wait: float | None = None
+    hold: Hold | None = None  # its place under the spend caps (flexroute.billing.quota)
 
 
 def reply_headers(
