@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 import anthropic
 import anyio
@@ -25,6 +27,7 @@ from flexroute.ledger.quota import Caps, Reservation, month_start, next_month
 from flexroute.money import ZERO, format_usd, from_pico
 from flexroute.usage import Tier
 from tests.gateway_env import Gateway, gateway_settings, running_gateway
+from tests.tcp_cutter import tcp_cutter
 from tests.test_ledger_sqlite import record
 
 HI: list[Any] = [{"role": "user", "content": "hi"}]
@@ -308,3 +311,69 @@ class TestFreeCredit:
             billed = run_store(settings.database_url, invoice)
             assert billed.credit_used == Decimal("0.000000001")
             assert billed.amount > 0
+
+
+def spool_depth(url: str) -> int:
+    with urlopen(f"{url}/flexroute/v1/health", timeout=10) as answer:  # noqa: S310 -- http://
+        depth: int = json.loads(answer.read())["ledger"]["spool_depth"]
+    return depth
+
+
+class TestStoreDown:
+    def test_a_capped_org_fails_open_on_its_own_view_while_postgresql_is_cut(
+        self, tmp_path: Path, emulator: Any, pg_url: str
+    ) -> None:
+        """PostgreSQL blackholed: a capped organisation's requests are answered in bounded
+        time, admitted against the replica's own month and in-flight estimates, so it still
+        stops at the cap; an uncapped one is served throughout; every record lands once."""
+        emulator.reset()
+        assert GPT is not None
+        body = {"messages": HI, "model": "gpt-5-mini", "max_tokens": 16}
+        one = estimate(body, len(json.dumps(body)), GPT, tier=None, billable=False,
+                       fee_rate=Decimal("0.2")).cost  # fmt: skip
+        with tcp_cutter("127.0.0.1", 5432) as cutter:
+            cut_url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{cutter.port}")
+            settings = gateway_settings(
+                tmp_path, emulator.base_url, database_url=cut_url, ledger_write_timeout=1.0,
+                spool_path=str(tmp_path / "spool.jsonl"), rate_limits={"free": 100_000},
+            )  # fmt: skip
+            # keys cached for the whole test: only the caps and the ledger see the cut
+            with running_gateway(settings, key_ttl=600) as gw:
+                set_caps(gw, "acme", Caps(spend_cap=one * 4))
+                capped, free = gw.openai("acme"), gw.openai("globex")
+                first = plain(capped)
+                ids = [first.headers["x-flexroute-request-id"]]
+                costs = [Decimal(first.headers["x-flexroute-cost-usd"])]
+                ids.append(plain(free).headers["x-flexroute-request-id"])
+                cutter.blackhole = True
+                took = []
+                with pytest.raises(openai.APIStatusError) as stopped:  # noqa: PT012 -- a loop
+                    for _ in range(20):
+                        began = time.monotonic()
+                        try:
+                            raw = plain(capped)
+                        finally:
+                            took.append(time.monotonic() - began)
+                        ids.append(raw.headers["x-flexroute-request-id"])
+                        costs.append(Decimal(raw.headers["x-flexroute-cost-usd"]))
+                assert error_body(stopped.value)["code"] == "spend_cap_reached"
+                assert len(costs) > 1  # answered during the cut
+                assert sum(costs) <= one * 4  # ...and stopped at the cap on the local view
+                assert sum(costs) + one > one * 4  # only because the next estimate did not fit
+                for _ in range(3):
+                    began = time.monotonic()
+                    ids.append(plain(free).headers["x-flexroute-request-id"])
+                    took.append(time.monotonic() - began)
+                assert max(took) < 8, took  # each wait on the store is bounded (1 s here)
+                cutter.blackhole = False
+                cutter.cut()  # the pool's connections were left mid-query: reset them
+                deadline = time.monotonic() + 30
+                while spool_depth(gw.url):
+                    assert time.monotonic() < deadline, "the spool was never replayed"
+                    ids.append(plain(free).headers["x-flexroute-request-id"])
+                    time.sleep(0.3)
+
+        async def count(store: Any) -> set[int]:
+            return {int(await store.get(i) is not None) for i in ids}
+
+        assert run_store(pg_url, count) == {1}

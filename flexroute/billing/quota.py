@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import anyio
 
@@ -79,6 +79,15 @@ class _View:
         return (_add(self.recorded[0], self.local[0]), _add(self.recorded[1], self.local[1]))
 
 
+@dataclass(frozen=True)  # no slots: a slotted generic dataclass breaks super() on 3.11
+class _Answer(Generic[_T]):
+    value: _T
+    ok: bool = True
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
 @dataclass(slots=True)
 class Hold:
     """One admitted request: its estimate, and the reservation it holds (if capped)."""
@@ -111,6 +120,7 @@ class Quota:
         self._views: dict[tuple[str, str | None], _View] = {}
         self._pending: dict[tuple[str, str | None], anyio.Event] = {}
         self._down_until = float("-inf")
+        self._unreleased: list[str] = []  # reservations to delete once the store answers
 
     @property
     def store_down(self) -> bool:
@@ -152,8 +162,18 @@ class Quota:
             spent = Totals(record.actual_cost or ZERO, record.fee)
             view.local = (_add(view.local[0], spent), _add(view.local[1], spent))
         if hold.reservation_id is not None:
+            self._unreleased.append(hold.reservation_id)
             with anyio.CancelScope(shield=True):
-                await self._call(self.store.release(hold.reservation_id), "release")
+                await self._release()
+
+    async def _release(self) -> None:
+        """Delete the reservations of finished requests; those the store could not take (it
+        is down) wait for the next request that finds it up."""
+        while self._unreleased and not self.store_down:
+            reservation_id = self._unreleased[-1]
+            if not await self._call(self.store.release(reservation_id), "release"):
+                return
+            self._unreleased.remove(reservation_id)
 
     async def headers(self, org_id: str, key_id: str | None) -> list[tuple[str, str]]:
         """``x-flexroute-spend-month-usd`` and, where a spend cap is set,
@@ -175,11 +195,12 @@ class Quota:
         month = month_start(self._wall())
         reservation = Reservation(org_id, key_id, guess.cost, guess.fee, self._wall()
                                   + RESERVATION_LIFETIME)  # fmt: skip
-        outcome = None
+        answer = _Answer[Any](None, ok=False)
         if not self.store_down:
-            outcome = await self._call(self.store.reserve(reservation, month), "reservation")
-        if outcome is not None:
-            verdict, caps, _ = outcome
+            await self._release()
+            answer = await self._call(self.store.reserve(reservation, month), "reservation")
+        if answer.ok:
+            verdict, caps, _ = answer.value
             view.caps = caps
             if verdict is not None:
                 raise spend_cap_reached(verdict, next_month(month))
@@ -211,8 +232,8 @@ class Quota:
         self._pending[key] = event = anyio.Event()
         try:
             fetched = await self._call(self._fetch(org_id, key_id, month), "cap lookup")
-            if fetched is not None:
-                view.caps, view.recorded = fetched
+            if fetched.ok:
+                view.caps, view.recorded = fetched.value
                 view.local = (Totals(), Totals())
                 view.fetched = self._clock()
         finally:
@@ -228,11 +249,11 @@ class Quota:
         caps = await self.store.caps(org_id, key_id)
         return caps, await self.store.month_totals(org_id, key_id, month)
 
-    async def _call(self, work: Awaitable[_T], what: str) -> _T | None:
+    async def _call(self, work: Awaitable[_T], what: str) -> _Answer[_T]:
         """Await ``work`` for at most ``timeout`` s; a failure marks the store down."""
         try:
             with anyio.fail_after(self.timeout):
-                return await work
+                return _Answer(await work)
         except Exception as error:  # any store failure: fail open, never fail the request
             self._down_until = self._clock() + self.retry_every
             log.warning(
@@ -242,7 +263,7 @@ class Quota:
                 error,
                 self.retry_every,
             )
-            return None
+            return _Answer(cast("_T", None), ok=False)  # value unused when not ok
 
 
 def spend_cap_reached(verdict: Blocked, resets: dt.datetime) -> RequestRejected:
