@@ -146,6 +146,12 @@ def _ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     show.add_argument("org")
     show.add_argument("--json", action="store_true")
     show.set_defaults(run=lambda a: _async("orgs", "show", a.org, a.json))
+    caps = org_actions.add_parser("caps", help="show or set monthly caps on fees and spend")
+    caps.add_argument("org")
+    caps.add_argument("--key", metavar="KEY_ID", help="the key's own caps (default: the org's)")
+    caps.add_argument("--fee-cap", metavar="USD", help="monthly cap on fees; 'none' removes it")
+    caps.add_argument("--spend-cap", metavar="USD", help="monthly cap on provider spend; 'none'")
+    caps.set_defaults(run=lambda a: _async("orgs", "caps", a.org, a.key, a.fee_cap, a.spend_cap))
 
     usage = commands.add_parser("usage", help="requests, spend, savings, fees by day/model/route")
     usage.add_argument("--org")

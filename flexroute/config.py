@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = None  # Stripe's own API unless set (a local fake in tests)
     stripe_webhook_secret: SecretStr | None = None
     billing_threshold_usd: Decimal = Decimal(20)
+    # Issue 15: free fee credit for each new organisation (0: off), and the unpaid balance
+    # above which a postpaid organisation is charged at once rather than at month end.
+    free_credit_usd: Decimal = Field(default=Decimal(0), ge=0)
+    balance_limit_usd: Decimal | None = Field(default=None, gt=0)
     # Workers (flexroute.proxy.workers): processes for `serve` (None: one), and how long
     # the billing gate trusts a cached organisation state, so another process's mark-paid or
     # Stripe webhook is seen within it.

@@ -4,6 +4,7 @@ and the forwarding of other paths."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flexroute.call import Call
 from flexroute.catalog import ModelPrices
@@ -16,6 +17,9 @@ from flexroute.routing.flex import AttemptLog
 from flexroute.settle import money_headers
 from flexroute.tracing import RequestTrace
 from flexroute.upstream import HOP_BY_HOP, Headers
+
+if TYPE_CHECKING:
+    from flexroute.billing.quota import Hold
 
 __all__ = ["RequestContext", "reply_headers"]
 
@@ -39,6 +43,7 @@ class RequestContext:
     reason: Reason | None = None
     flex_wait: float | None = None
     trace: RequestTrace | None = None  # set only when traces are on (flexroute.tracing)
+    hold: Hold | None = None  # its place under the spend caps (flexroute.billing.quota)
 
 
 def reply_headers(

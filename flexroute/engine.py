@@ -9,8 +9,10 @@ before the client sees the last byte of the answer.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -41,6 +43,9 @@ from flexroute.tracing import Tracer, traced
 from flexroute.upstream import HOP_BY_HOP, Headers, Upstream, UpstreamRequest, UpstreamResponse
 from flexroute.usage import Tier, Usage
 
+if TYPE_CHECKING:
+    from flexroute.billing.quota import Quota
+
 # Headers flexroute consumes or recomputes rather than forwarding upstream.
 _DROP_UPSTREAM = HOP_BY_HOP | {"x-flex-start-within", "accept-encoding"}
 
@@ -61,11 +66,13 @@ class Engine:
         sink: RecordSink | None = None,
         stream_refusals: StreamRefusals | None = None,
         tracer: Tracer | None = None,
+        quota: Quota | None = None,
     ) -> None:
         self.settings = settings
         self.tracer = tracer  # None: traces off, nothing is paid for them (flexroute.tracing)
         self.on_record = on_record
         self.gate = gate
+        self.quota = quota
         self.catalog = catalog
         self.upstream = upstream
         self.store = store
@@ -97,24 +104,41 @@ class Engine:
         return await traced(ctx.trace, self._answer(ctx))
 
     async def _answer(self, ctx: RequestContext) -> Reply:
-        call = ctx.call
-        if ctx.decision.billable and self.gate is not None:
-            refusal = await self.gate(call)
-            if refusal is not None:  # e.g. 402 for a past-due organisation
-                return self.reject(ctx.dialect, refusal, call.request_id)
+        call, dialect = ctx.call, ctx.dialect
         try:
-            if ctx.decision.route is Route.FLEX:
-                ctx.route = Route.FLEX  # until it falls back: a client leaving now left flex
-                return await self._flex(ctx)
-            ctx.reason = ctx.reason or ctx.decision.reason
-            body = self._body_for(ctx, ctx.decision.tier)
-            return await self._single(ctx, body, "passthrough")
-        except anyio.get_cancelled_exc_class():
-            # The client went away while flexroute waited on the provider.
-            if ctx.log.entries:
-                with anyio.CancelScope(shield=True):
+            if ctx.decision.billable and self.gate is not None:
+                refusal = await self.gate(call)
+                if refusal is not None:  # e.g. 402 for a past-due organisation
+                    raise refusal
+            if self.quota is not None:  # spend caps: 402 at a cap, else a reservation
+                ctx.hold = await self.quota.admit(ctx)
+        except RequestRejected as error:
+            return self.reject(dialect, error, call.request_id)
+        try:
+            reply = await self._route(ctx)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                if ctx.log.entries and isinstance(sys.exception(), anyio.get_cancelled_exc_class()):
+                    # The client went away while flexroute waited on the provider.
                     await self.record(ctx, None, None, Status.CLIENT_CLOSED, 499)
+                await self._settle(ctx, None)
             raise
+        if reply.stream is None:  # a stream settles when its record is written
+            await self._settle(ctx, None)
+        return reply
+
+    async def _route(self, ctx: RequestContext) -> Reply:
+        if ctx.decision.route is Route.FLEX:
+            ctx.route = Route.FLEX  # until it falls back: a client leaving now left flex
+            return await self._flex(ctx)
+        ctx.reason = ctx.reason or ctx.decision.reason
+        body = self._body_for(ctx, ctx.decision.tier)
+        return await self._single(ctx, body, "passthrough")
+
+    async def _settle(self, ctx: RequestContext, record: LedgerRecord | None) -> None:
+        """Release the request's place under the spend caps (once; no-op without one)."""
+        if ctx.hold is not None and self.quota is not None:
+            await self.quota.settle(ctx.hold, record)
 
     def reject(self, dialect: Dialect, error: RequestRejected, request_id: str) -> Reply:
         """flexroute's own error, in ``dialect``'s shape; ``x-should-retry`` tells the SDK
@@ -239,8 +263,8 @@ class Engine:
             await response.aclose()
             ctx.log.add(label, began, self.clock(), "malformed", 200)
             kind = response.header_map.get("content-type", "no content type")
-            error = UpstreamMalformed(f"a streamed answer came as {kind!r}, not an event stream")
-            return await self._broken_reply(ctx, error)
+            wrong = UpstreamMalformed(f"a streamed answer came as {kind!r}, not an event stream")
+            return await self._broken_reply(ctx, wrong)
         try:
             data = await response.read()
             facts = None
@@ -382,6 +406,7 @@ class Engine:
             attempt_log=tuple(ctx.log.entries),
         )
         await self.sink.record(record)  # the store, or its spool when the store is down
+        await self._settle(ctx, record)
         if self.on_record is not None:
             self.on_record(record)
         if ctx.trace is not None:

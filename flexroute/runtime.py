@@ -2,7 +2,8 @@
 
 The proxy (:func:`flexroute.proxy.create_app`), the SDK wrapper (:mod:`flexroute.transport`)
 and any later face call :func:`build_runtime`, so every face gets the same engine with the
-same features — the billing gate (402 for past-due organisations), metrics, the ledger and
+same features — the billing gate (402 for past-due organisations and for free credit used
+up), the spend caps (:mod:`flexroute.billing.quota`, gateway mode), metrics, the ledger and
 the upstream pool — and closes them the same way. Nothing else assembles an :class:`Engine`.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import anyio
 
 from flexroute.billing.gate import BillingGate
+from flexroute.billing.quota import Quota
 from flexroute.catalog import Catalog, default_catalog
 from flexroute.config import Settings
 from flexroute.engine import Engine
@@ -39,6 +41,7 @@ class Runtime:
     metrics: Metrics
     gate: BillingGate
     limiter: Limiter
+    quota: Quota
     tracer: Tracer | None = None
 
     async def aclose(self) -> None:
@@ -59,6 +62,7 @@ def build_runtime(
     catalog: Catalog | None = None,
     limiter: Limiter | None = None,
     gate_ttl: float = 2.0,
+    quota_ttl: float = 2.0,
     on_record: Callable[[LedgerRecord], None] | None = None,
     tracer: Tracer | None = None,
     trace_kind: str = "server",
@@ -74,7 +78,10 @@ def build_runtime(
     store = store or open_store(settings.database_url)
     catalog = catalog or default_catalog()
     metrics = Metrics(catalog)
-    gate = BillingGate(store, ttl=gate_ttl)
+    gate = BillingGate(store, ttl=gate_ttl, credit=settings.free_credit_usd > 0)
+    quota = Quota(
+        store, fee_rate=settings.fee_rate, ttl=quota_ttl, timeout=settings.ledger_write_timeout
+    )
     limiter = limiter or limiter_for(
         settings, on_fallback=lambda: metrics.count("ratelimit_fallback")
     )
@@ -99,5 +106,6 @@ def build_runtime(
         gate=gate,
         sink=writer,
         tracer=tracer,
+        quota=quota,
     )
-    return Runtime(settings, engine, store, writer, upstream, metrics, gate, limiter, tracer)
+    return Runtime(settings, engine, store, writer, upstream, metrics, gate, limiter, quota, tracer)
