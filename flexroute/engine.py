@@ -225,8 +225,8 @@ class Engine:
             await response.aclose()
             ctx.log.add(label, began, self.clock(), "malformed", 200)
             kind = response.header_map.get("content-type", "no content type")
-            error = UpstreamMalformed(f"a streamed answer came as {kind!r}, not an event stream")
-            return await self._broken_reply(ctx, error)
+            wrong = UpstreamMalformed(f"a streamed answer came as {kind!r}, not an event stream")
+            return await self._broken_reply(ctx, wrong)
         try:
             data = await response.read()
             facts = None
