@@ -89,9 +89,7 @@ def chat_events(tier: str, **usage: Any) -> tuple[bytes, ...]:
     return sse(
         chat_chunk(tier, {"role": "assistant", "content": "hel"}),
         chat_chunk(tier, {"content": "lo"}),
-        chat_chunk(tier, {}, usage=None).replace(
-            b'"finish_reason": null', b'"finish_reason": "stop"'
-        ),
+        chat_chunk(tier, {}, usage=None).replace(b"null", b'"stop"', 1),
         chat_chunk(tier, None, usage=counts),
         b"[DONE]",
     )
@@ -152,6 +150,9 @@ def faulty(name: str, seen: Seen, tier: str) -> Fault:
         return Fault(headers=headers, chunks=answer.chunks, content_length=not stream)
     if name == "stall":
         return Fault(headers=answer.headers, chunks=(first if stream else whole[:20],), stall=30)
+    if name == "keep-alive":  # comments only: never idle, never an output
+        return Fault(headers=EVENTS, chunks=(b": keep-alive\n\n",) * 300, gap=0.1,
+                     content_length=False)  # fmt: skip
     if name == "drip":
         drip = (
             tuple(bytes([b]) for b in b"".join(rest) * 20)
@@ -343,10 +344,10 @@ def call_chat(base: str, fault: str, route: str, stream: bool) -> Got:
         if stream:
             text = ""
             for chunk in raw.parse():
-                text += "".join(c.delta.content or "" for c in chunk.choices)
+                text += "".join(c.delta.content or "" for c in chunk.choices)  # type: ignore[union-attr]
             assert text == "hello", text
         else:
-            assert raw.parse().choices[0].message.content == "hello"
+            assert raw.parse().choices[0].message.content == "hello"  # type: ignore[union-attr]
         return Got("served", raw.status_code, None, request_id, time.monotonic() - began)
     except openai.APIStatusError as error:
         request_id = error.response.headers.get("x-flexroute-request-id")
@@ -358,7 +359,7 @@ def call_chat(base: str, fault: str, route: str, stream: bool) -> Got:
         return Got("cut", None, None, request_id, time.monotonic() - began, repr(error))
     except openai.APIError as error:  # an in-band error event after the 200
         return Got("in-band", 200, error.code, request_id, time.monotonic() - began, error.message)
-    except Exception as error:
+    except Exception as error:  # whatever else the client hits is the finding
         return Got("other", None, None, request_id, time.monotonic() - began, repr(error))
     finally:
         client.close()
@@ -403,24 +404,27 @@ def _error_code(data: bytes) -> str | None:
         return None
     if "details" in error:  # Gemini's shape: the code is the ErrorInfo reason
         return str(error["details"][0]["reason"])
-    return error.get("code")
+    code = error.get("code")
+    return None if code is None else str(code)
 
 
 def _event_code(data: bytes) -> str | None:
     for line in data.decode("latin-1").splitlines():
         if line.startswith("data: ") and '"error"' in line:
             error = json.loads(line[6:])["error"]
-            return error.get("reason") or error.get("code")  # Gemini's reason, or the code
+            code = error.get("reason") or error.get("code")  # Gemini's reason, or the code
+            return None if code is None else str(code)
     return None
 
 
 def wait_for_records(ledger: Path, before: int, want: int) -> int:
-    """The ledger's count of new records once it has ``want`` (or after 3 s), then 0.2 s on:
-    a second record for the same request would show up in that time."""
+    """The ledger's count of new records once it has ``want`` (or after 3 s), a moment later:
+    every path writes its record before the client's last byte, so a second one for the
+    same request would be there by then."""
     deadline = time.monotonic() + 3
     while count_records(ledger) - before < want and time.monotonic() < deadline:
         time.sleep(0.02)
-    time.sleep(0.2)
+    time.sleep(0.05)
     return count_records(ledger) - before
 
 
@@ -455,6 +459,20 @@ class TestCatalogue:
         assert (record["status"], record["route"]) == (want.record, want.route), record
         if want.record != "ok":
             assert Decimal(record["fee_usd"] or 0) == 0, record
+
+
+class TestTheTotalBound:
+    def test_it_never_cuts_the_flex_budget_short(self, stand: Stand) -> None:
+        """A flex attempt that keeps the line alive without output past the total bound still
+        has its whole budget: it falls back at start_within, not at the total bound."""
+        got = call_chat(stand.url, "keep-alive", "flex", stream=False)
+        assert (got.kind, got.status) == ("served", 200), got
+        assert got.request_id is not None
+        record = record_of(stand.url, got.request_id)
+        assert record is not None
+        assert (record["route"], record["reason"]) == ("fallback", "flex-not-started-in-time")
+        assert 1900 <= record["flex_wait_ms"] < 2000 + SLACK * 1000, record
+        assert TOTAL_BOUND < 2.0  # the bound the attempt outlived
 
 
 # -- hostile content, dialect by dialect ------------------------------------------------------
