@@ -30,6 +30,8 @@ import anyio
 import openai
 import pytest
 
+import flexroute
+from flexroute import capture
 from flexroute.config import Settings
 from flexroute.proxy import create_app
 from flexroute.testing import serve_in_thread
@@ -476,6 +478,40 @@ class TestTheTotalBound:
         budget = START_WITHIN * 1000
         assert budget - 100 <= record["flex_wait_ms"] < budget + SLACK * 1000, record
         assert TOTAL_BOUND < START_WITHIN  # the bound the attempt outlived
+
+
+class TestTheWrapper:
+    """``flexroute.wrap()`` runs the same engine: the same faults give the same errors."""
+
+    @pytest.mark.parametrize(
+        ("fault", "status", "code"),
+        [
+            ("wrong-types", 502, "upstream_malformed_response"),
+            ("status-999", 502, "upstream_malformed_response"),
+            ("control-byte-header", 502, "upstream_malformed_response"),
+            ("reset-before-headers", 502, "upstream_stream_broken"),
+        ],
+    )
+    def test_a_wrapped_client_raises_the_sdks_error_and_the_record_says_so(
+        self, tmp_path: Path, fault: str, status: int, code: str
+    ) -> None:
+        """The SDK raises its APIStatusError with flexroute's code; the record is true."""
+        with fault_upstream(script) as upstream:
+            settings = Settings(database_url=f"sqlite:///{tmp_path / 'w.sqlite3'}")
+            bare = openai.OpenAI(api_key="sk-1", base_url=f"{upstream.url}/v1", max_retries=0)
+            client = flexroute.wrap(bare, settings=settings)
+            try:
+                with capture() as outcomes, pytest.raises(openai.APIStatusError) as raised:
+                    client.chat.completions.create(
+                        model="gpt-5-mini",
+                        messages=[{"role": "user", "content": "hi"}],
+                        extra_headers={"x-fault": fault, "x-case-route": "passthrough"},
+                    )
+            finally:
+                client.close()
+        assert (raised.value.status_code, raised.value.code) == (status, code)
+        [outcome] = outcomes
+        assert outcome.status == "upstream_error"
 
 
 # -- hostile content, dialect by dialect ------------------------------------------------------
