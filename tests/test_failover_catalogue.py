@@ -300,7 +300,8 @@ def stand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stand]:
 
         with (
             serve_in_thread(create_app(settings(upstream.url, "ledger.sqlite3"))) as url,
-            serve_in_thread(create_app(settings(dead_url(), "dead.sqlite3"))) as dead,
+            dead_url() as nowhere,
+            serve_in_thread(create_app(settings(nowhere, "dead.sqlite3"))) as dead,
         ):
             yield Stand(url, dead, tmp / "ledger.sqlite3", tmp / "dead.sqlite3")
 

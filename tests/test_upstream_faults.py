@@ -83,8 +83,8 @@ class TestTheBoundary:
 
     def test_a_refused_connection_is_unreachable(self, make: Callable[[Bounds], Upstream]) -> None:
         """No connection: the only case that says the provider was never reached."""
-        with pytest.raises(UpstreamConnectError):
-            fetch(make, dead_url() + "/x")
+        with dead_url() as nowhere, pytest.raises(UpstreamConnectError):
+            fetch(make, nowhere + "/x")
 
     def test_a_drip_is_cut_at_the_total_bound(self, make: Callable[[Bounds], Upstream]) -> None:
         """A byte every 0.1 s never trips the idle bound; the total bound ends it."""
