@@ -150,9 +150,10 @@ def fault_upstream(script: Callable[[Seen], Fault] | None = None) -> Iterator[Fa
         upstream.close()
 
 
-def dead_url() -> str:
-    """A loopback URL nothing listens on: connecting is refused at once."""
+@contextmanager
+def dead_url() -> Iterator[str]:
+    """A loopback URL nothing listens on: connecting is refused at once. The port stays bound
+    (never listening) while in use, so no other server can take it meanwhile."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"

@@ -30,6 +30,8 @@ import anyio
 import openai
 import pytest
 
+import flexroute
+from flexroute import capture
 from flexroute.config import Settings
 from flexroute.proxy import create_app
 from flexroute.testing import serve_in_thread
@@ -38,8 +40,8 @@ from tests.recording_upstream import Seen
 
 HEADERS_BOUND = 0.6  # FLEXROUTE_UPSTREAM_HEADERS_TIMEOUT in this module
 IDLE_BOUND = 0.6  # FLEXROUTE_UPSTREAM_IDLE_TIMEOUT
-TOTAL_BOUND = 1.5  # FLEXROUTE_UPSTREAM_TOTAL_TIMEOUT
-START_WITHIN = "2s"
+TOTAL_BOUND = 1.0  # FLEXROUTE_UPSTREAM_TOTAL_TIMEOUT
+START_WITHIN = 1.5  # seconds: outlasts the total bound
 SLACK = 8.0  # a loaded 2-core machine: every case ends well inside its bound plus this
 CLIENT_TIMEOUT = 20.0  # a case that hangs shows as a client timeout, not a stuck suite
 
@@ -298,7 +300,8 @@ def stand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stand]:
 
         with (
             serve_in_thread(create_app(settings(upstream.url, "ledger.sqlite3"))) as url,
-            serve_in_thread(create_app(settings(dead_url(), "dead.sqlite3"))) as dead,
+            dead_url() as nowhere,
+            serve_in_thread(create_app(settings(nowhere, "dead.sqlite3"))) as dead,
         ):
             yield Stand(url, dead, tmp / "ledger.sqlite3", tmp / "dead.sqlite3")
 
@@ -329,7 +332,9 @@ def call_chat(base: str, fault: str, route: str, stream: bool) -> Got:
     client = openai.OpenAI(
         api_key="sk-test", base_url=f"{base}/v1", max_retries=0, timeout=CLIENT_TIMEOUT
     )
-    extra: dict[str, Any] = {"start_within": START_WITHIN} if route in ("flex", "fallback") else {}
+    extra: dict[str, Any] = (
+        {"start_within": f"{START_WITHIN}s"} if route in ("flex", "fallback") else {}
+    )
     began = time.monotonic()
     request_id: str | None = None
     try:
@@ -471,8 +476,43 @@ class TestTheTotalBound:
         record = record_of(stand.url, got.request_id)
         assert record is not None
         assert (record["route"], record["reason"]) == ("fallback", "flex-not-started-in-time")
-        assert 1900 <= record["flex_wait_ms"] < 2000 + SLACK * 1000, record
-        assert TOTAL_BOUND < 2.0  # the bound the attempt outlived
+        budget = START_WITHIN * 1000
+        assert budget - 100 <= record["flex_wait_ms"] < budget + SLACK * 1000, record
+        assert TOTAL_BOUND < START_WITHIN  # the bound the attempt outlived
+
+
+class TestTheWrapper:
+    """``flexroute.wrap()`` runs the same engine: the same faults give the same errors."""
+
+    @pytest.mark.parametrize(
+        ("fault", "status", "code"),
+        [
+            ("wrong-types", 502, "upstream_malformed_response"),
+            ("status-999", 502, "upstream_malformed_response"),
+            ("control-byte-header", 502, "upstream_malformed_response"),
+            ("reset-before-headers", 502, "upstream_stream_broken"),
+        ],
+    )
+    def test_a_wrapped_client_raises_the_sdks_error_and_the_record_says_so(
+        self, tmp_path: Path, fault: str, status: int, code: str
+    ) -> None:
+        """The SDK raises its APIStatusError with flexroute's code; the record is true."""
+        with fault_upstream(script) as upstream:
+            settings = Settings(database_url=f"sqlite:///{tmp_path / 'w.sqlite3'}")
+            bare = openai.OpenAI(api_key="sk-1", base_url=f"{upstream.url}/v1", max_retries=0)
+            client = flexroute.wrap(bare, settings=settings)
+            try:
+                with capture() as outcomes, pytest.raises(openai.APIStatusError) as raised:
+                    client.chat.completions.create(
+                        model="gpt-5-mini",
+                        messages=[{"role": "user", "content": "hi"}],
+                        extra_headers={"x-fault": fault, "x-case-route": "passthrough"},
+                    )
+            finally:
+                client.close()
+        assert (raised.value.status_code, raised.value.code) == (status, code)
+        [outcome] = outcomes
+        assert outcome.status == "upstream_error"
 
 
 # -- hostile content, dialect by dialect ------------------------------------------------------

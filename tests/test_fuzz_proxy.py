@@ -1,6 +1,7 @@
 """A bounded fuzz of what clients send through the proxy (issue 11, "How we will know"):
 methods, paths, headers and bodies drawn by hypothesis — no 500, no hang, and nothing ever
-sent to a host the operator did not configure.
+sent to a host the operator did not configure. Then the other side: answers drawn for the
+provider (any status, content type, field types, a reset) — no 500, no hang, one record.
 
 Two recording upstreams listen on loopback: the configured one (every provider's base URL)
 and a decoy whose address the fuzz plants everywhere a request could smuggle a destination
@@ -12,6 +13,7 @@ streaming request — so routed requests run their whole course.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +28,11 @@ from hypothesis import strategies as st
 from flexroute.config import Settings
 from flexroute.proxy import create_app
 from flexroute.testing import serve_in_thread
+from tests.fault_upstream import Fault, fault_upstream, sse
 from tests.recording_upstream import Answer, RecordingUpstream, Seen, recording_upstream
 
 ANSWER_WITHIN = 15.0  # seconds: a request still open after this is a hang
+HI = [{"role": "user", "content": "hi"}]
 
 CHAT = {
     "id": "c1",
@@ -202,3 +206,129 @@ class TestFuzz:
         one()
         assert stand.upstream.seen, "nothing reached the configured upstream: the fuzz is void"
         assert stand.decoy.seen == []
+
+
+# -- hostile answers: the provider's side fuzzed ----------------------------------------------
+
+ROUTED = {
+    "chat": ("/v1/chat/completions", CHAT),
+    "gemini": ("/v1beta/models/gemini-2.5-flash:generateContent", {
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]},
+                        "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1}}),
+    "anthropic": ("/v1/messages", {
+        "id": "m", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 3, "output_tokens": 1}}),
+}  # fmt: skip
+# Never 500: a 500 the client gets is then flexroute's own crash, never a relayed one.
+STATUS_LINES = [b"200 OK", b"200 OK", b"200 OK", b"201 Created", b"400 Bad", b"429 Slow",
+                b"502 Bad", b"503 Busy", b"999 Odd", b"600 Nope", b"204 No Content"]  # fmt: skip
+CONTENT_TYPES = [b"application/json", b"text/event-stream", b"text/html", b""]
+
+
+def mutated(answer: Any) -> st.SearchStrategy[Any]:
+    """``answer`` with one value somewhere inside replaced by something of any type."""
+    junk = st.recursive(
+        st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=4), inner,
+                                                                    max_size=2),
+        max_leaves=4,
+    )  # fmt: skip
+
+    def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        found = [prefix]
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(
+            value, list) else ()  # fmt: skip
+        for key, inner in items:
+            found += paths(inner, (*prefix, key))
+        return found
+
+    def put(path: tuple[Any, ...], value: Any) -> Any:
+        if not path:
+            return value
+        copy = json.loads(json.dumps(answer))
+        target = copy
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return copy
+
+    return st.tuples(st.sampled_from(paths(answer)[1:]), junk).map(lambda pv: put(*pv))
+
+
+@st.composite
+def hostile_answers(draw: st.DrawFn, dialect: str, stream: bool) -> Fault:
+    answer = draw(mutated(ROUTED[dialect][1]) | st.just(ROUTED[dialect][1]))
+    status = draw(st.sampled_from(STATUS_LINES))
+    content_type = draw(st.sampled_from(CONTENT_TYPES))
+    headers: tuple[tuple[bytes, bytes], ...] = ((b"content-type", content_type),)
+    if draw(st.integers(0, 9)) == 0:
+        headers += ((b"x-trace", b"a\x01b"),)
+    if stream:
+        event = json.dumps(answer).encode()
+        chunks = draw(st.sampled_from([sse(event), sse(event, b"[DONE]"), (event,), sse(b"<x>")]))
+    else:
+        chunks = draw(st.sampled_from([(json.dumps(answer).encode(),), (b"<html>",), (b"",)]))
+    cut = draw(st.integers(0, 9)) == 0
+    return Fault(status_line=b"HTTP/1.1 " + status, headers=headers, chunks=chunks, reset=cut,
+                 content_length=not stream)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hostile_stand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, Path]]:
+    tmp: Path = tmp_path_factory.mktemp("fuzz-answers")
+    with fault_upstream() as upstream:
+        values: dict[str, Any] = {
+            "openai_base_url": f"{upstream.url}/v1",
+            "gemini_base_url": upstream.url,
+            "anthropic_base_url": upstream.url,
+            "database_url": f"sqlite:///{tmp / 'ledger.sqlite3'}",
+            "openai_api_key": "sk-server",
+            "gemini_api_key": "g-server",
+            "google_api_key": None,
+            "anthropic_api_key": "a-server",
+            "upstream_headers_timeout": 5.0,
+            "upstream_idle_timeout": 5.0,
+            "upstream_total_timeout": 10.0,
+        }
+        with serve_in_thread(create_app(Settings.model_validate(values))) as url:
+            yield url, upstream, tmp / "ledger.sqlite3"
+
+
+def records(ledger: Path) -> int:
+    with sqlite3.connect(ledger, timeout=10) as db:
+        (n,) = db.execute("SELECT count(*) FROM requests").fetchone()
+    return int(n)
+
+
+class TestFuzzedAnswers:
+    def test_whatever_the_provider_says_no_500_no_hang_one_record(
+        self, hostile_stand: tuple[str, Any, Path]
+    ) -> None:
+        """Hypothesis-drawn provider answers — any status, content type, a field of any type,
+        a reset — through each dialect: never a 500 or a dropped connection, one record each."""
+        url, upstream, ledger = hostile_stand
+        slow = [HealthCheck.too_slow, HealthCheck.data_too_large]
+
+        @settings(max_examples=120, deadline=None, database=None, suppress_health_check=slow)
+        @given(dialect=st.sampled_from(list(ROUTED)), stream=st.booleans(), data=st.data())
+        def one(dialect: str, stream: bool, data: st.DataObject) -> None:
+            fault = data.draw(hostile_answers(dialect, stream))
+            upstream.script = lambda seen: fault
+            path, _ = ROUTED[dialect]
+            body: dict[str, Any] = {"model": "gpt-5-mini", "max_tokens": 5, "messages": HI}
+            if dialect == "gemini":
+                body = {"contents": [{"parts": [{"text": "hi"}]}]}
+                path = path.replace("generateContent", "streamGenerateContent?alt=sse") if (
+                    stream) else path  # fmt: skip
+            elif stream:
+                body["stream"] = True
+            before = records(ledger)
+            status = send(url, "POST", path, [("content-type", "application/json")],
+                          json.dumps(body).encode())  # fmt: skip
+            assert status != 500, fault  # the provider never says 500 here: a 500 is ours
+            assert status < 600, fault
+            assert records(ledger) - before == 1, fault
+
+        one()

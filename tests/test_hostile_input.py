@@ -99,16 +99,20 @@ class TestTheLedgerKeepsWriting:
             assert (record["status"], record["route"]) == ("ok", "flex")
 
     def test_a_usage_count_beyond_any_money_column(self, proxy_on: Proxy) -> None:
-        """A forged usage figure leaves the request unpriced; the writer survives."""
+        """A forged usage figure is the provider's malformed answer (issue 11 item 3): a 502
+        in the dialect, an ``upstream_error`` record without cost or fee; the writer survives."""
         client = proxy_on.client()
-        raw = client.chat.completions.with_raw_response.create(
-            model="gpt-5-mini",
-            messages=HI,
-            extra_body={"start_within": "5s"},
-            extra_headers={"x-emulator": f"prompt_tokens={10**22}"},
-        )
-        record = proxy_on.record(raw.headers["x-flexroute-request-id"])
-        assert record["status"] == "ok"
+        with pytest.raises(openai.APIStatusError) as raised:
+            client.chat.completions.create(
+                model="gpt-5-mini",
+                messages=HI,
+                extra_body={"start_within": "5s"},
+                extra_headers={"x-emulator": f"prompt_tokens={10**22}"},
+            )
+        assert (raised.value.status_code, raised.value.code) == (502, "upstream_malformed_response")
+        assert "prompt_tokens" in raised.value.message
+        record = proxy_on.record(raised.value.response.headers["x-flexroute-request-id"])
+        assert record["status"] == "upstream_error"
         assert (record["cost_usd"], record["fee_usd"]) == (None, "0.000000000")
         after = client.chat.completions.with_raw_response.create(model="gpt-5-mini", messages=HI)
         assert proxy_on.record(after.headers["x-flexroute-request-id"])["status"] == "ok"

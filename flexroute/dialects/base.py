@@ -304,7 +304,7 @@ def objects(value: object, name: str) -> list[Mapping[str, Any]]:
     empty; anything else is the provider's malformed answer."""
     if value is None:
         return []
-    if isinstance(value, list) and all(isinstance(item, Mapping) for item in value):
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
         return value
     raise UpstreamMalformed(f"{name} is a JSON {_kind(value)}, not a list of objects")
 

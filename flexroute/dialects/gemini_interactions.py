@@ -74,6 +74,7 @@ from flexroute.dialects.base import (
     event_object,
     int_field,
     loads_object,
+    usage_object,
 )
 from flexroute.dialects.gemini import TIER_HEADER, GeminiDialect
 from flexroute.dialects.sse import SSEEvent, encode_event
@@ -173,7 +174,8 @@ class InteractionsDialect(Dialect):
 
 def interactions_usage(usage: object) -> Usage | None:
     """:class:`Usage` from an Interaction's ``usage`` (see the module docstring)."""
-    if not isinstance(usage, Mapping):
+    usage = usage_object(usage, "usage")
+    if usage is None:
         return None
     prompt = int_field(usage, "total_input_tokens") + int_field(usage, "total_tool_use_tokens")
     return Usage(
