@@ -59,7 +59,7 @@ def start_proxy(database_url: str, emulator_url: str) -> tuple[subprocess.Popen[
             time.sleep(0.05)
 
 
-async def hammer(url: str, answered: list[str], workers: int = 16) -> None:
+async def hammer(url: str, answered: list[str], first: anyio.Event, workers: int = 16) -> None:
     """Billable flex requests from ``workers`` loops until the proxy dies."""
     client = openai.AsyncOpenAI(api_key="sk-test", base_url=f"{url}/v1", max_retries=0)
 
@@ -76,6 +76,7 @@ async def hammer(url: str, answered: list[str], workers: int = 16) -> None:
             except openai.APIError:
                 return
             answered.append(raw.headers["x-flexroute-request-id"])
+            first.set()
 
     async with anyio.create_task_group() as group:
         for _ in range(workers):
@@ -90,12 +91,12 @@ def crash_round(database_url: str, emulator_url: str, seed: int) -> list[str]:
 
     async def main() -> None:
         async with anyio.create_task_group() as group:
-            group.start_soon(hammer, url, answered)
+            first = anyio.Event()
+            group.start_soon(hammer, url, answered, first)
             # Kill mid-load: a seeded moment after the first answer (a loaded machine may take
             # a second to warm up, and a kill before any answer would test nothing).
             with anyio.fail_after(30):
-                while not answered:
-                    await anyio.sleep(0.01)
+                await first.wait()
             await anyio.sleep(rng.uniform(0.1, 1.0))
             os.kill(proc.pid, signal.SIGKILL)
 
