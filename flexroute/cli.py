@@ -59,8 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument(
         "--workers", type=int, default=None, metavar="N",
-        help="processes sharing the port (env: FLEXROUTE_WORKERS; default 1: serve in this "
-        "process); more than 1 in gateway mode needs FLEXROUTE_REDIS_URL",
+        help="processes sharing the port (env: FLEXROUTE_WORKERS; default: one per CPU in "
+        "sidecar mode, 1 in gateway mode, whose rate limits are exact in one process); 1 serves "
+        "in this process; more than 1 in gateway mode needs FLEXROUTE_REDIS_URL",
     )  # fmt: skip
     serve.set_defaults(run=_serve)
 
@@ -223,17 +224,17 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, args.log_level)
     tracer = tracing_from_env()  # a missing extra: one warning line; a bad exporter: an error
     traces = "off" if tracer is None else tracer.description
-    if why:
-        logging.getLogger("flexroute").info(why)
     mode = "gateway" if gateway else "sidecar"
     limits = "redis" if settings.redis_url else "in-process"
+    shown = f"{workers} worker{'' if workers == 1 else 's'}" + (f" ({why})" if why else "")
     logging.getLogger("flexroute").info(
-        "flexroute %s proxy (%s mode, %d worker%s, %s rate limits) on http://%s:%s, ledger %s, "
+        "flexroute %s proxy (%s mode, %s, %s rate limits) on http://%s:%s, ledger %s, "
         "traces %s; %s",
-        __version__, mode, workers, "" if workers == 1 else "s", limits, args.host, args.port,
+        __version__, mode, shown, limits, args.host, args.port,
         redact_url(settings.database_url), traces, "; ".join(upstream_lines(settings)),
         extra={
-            "version": __version__, "mode": mode, "workers": workers, "rate_limits": limits,
+            "version": __version__, "mode": mode, "workers": workers, "workers_why": why or None,
+            "rate_limits": limits,
             "store": redact_url(settings.database_url), "traces": traces,
             "upstreams": {p.name: getattr(settings, p.base_url_setting) for p in PROVIDERS},
         },
