@@ -261,3 +261,74 @@ class TestOff:
         [line] = [r for r in caplog.records if r.name == "flexroute"]
         assert "pip install 'flexroute[otel]'" in line.getMessage()
         assert line.exc_info is None
+
+
+def _serve(port: int, emu: Any, tmp_path: Path, code: list[str], **otel: str) -> Any:
+    import os
+    import subprocess
+
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "FLEXROUTE_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
+        "FLEXROUTE_OPENAI_BASE_URL": emu.base_url,
+        **otel,
+    }
+    return subprocess.Popen(
+        [sys.executable, *code, "serve", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+class TestServe:
+    def test_otel_variables_trace_flexroute_serve(self, tmp_path: Path, emu: Any) -> None:
+        """OTEL_TRACES_EXPORTER=console: the start line says so and SIGTERM flushes the span."""
+        import signal
+
+        from tests.test_limits import free_port, wait_healthy
+
+        port = free_port()
+        proc = _serve(
+            port, emu, tmp_path, ["-m", "flexroute.cli"],
+            OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="flexroute-test",
+        )  # fmt: skip
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", proc)
+            proxy = Proxy(f"http://127.0.0.1:{port}", make_settings(tmp_path, emu.base_url))
+            chat(proxy.client(), "flex_queue=0.01", TRACEPARENT, extra_body={"start_within": "5s"})
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert "traces console" in err.decode()
+        spans = out.decode()
+        assert '"name": "chat gpt-5-mini"' in spans
+        assert f'"trace_id": "0x{TRACE_ID}"' in spans
+        assert '"service.name": "flexroute-test"' in spans
+
+    def test_otel_variables_without_the_extra_are_one_line(self, tmp_path: Path, emu: Any) -> None:
+        """The extra missing: one warning naming the fix, no traceback, requests served."""
+        import signal
+
+        from tests.test_limits import free_port, wait_healthy
+
+        hide = "import sys; sys.modules['opentelemetry'] = None; from flexroute.cli import main"
+        port = free_port()
+        proc = _serve(
+            port, emu, tmp_path, ["-c", f"{hide}; raise SystemExit(main())"],
+            OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+        )  # fmt: skip
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", proc)
+            proxy = Proxy(f"http://127.0.0.1:{port}", make_settings(tmp_path, emu.base_url))
+            raw = chat(proxy.client(), "", TRACEPARENT)
+            assert raw.parse().choices
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        log = err.decode()
+        assert proc.returncode == 0, log[-2000:]
+        assert "Traceback" not in log
+        warned = [line for line in log.splitlines() if "flexroute[otel]" in line]
+        assert len(warned) == 1, log[-2000:]
+        assert "traces off" in warned[0]
