@@ -139,3 +139,26 @@ class TestSample:
         done = flexroute_cli("config", "check", "--config", str(SAMPLE))
         assert done.returncode == 0, done.stderr
         assert "redis://redis.internal:6379/0" in done.stdout
+
+
+class TestHelp:
+    def test_every_option_has_help_with_its_default(self) -> None:
+        """Each argument of every command says what it is, and its default where it has one."""
+        import argparse
+
+        from flexroute.cli import _parser
+
+        def walk(parser: argparse.ArgumentParser, path: str) -> None:
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    for name, sub in action.choices.items():
+                        walk(sub, f"{path} {name}")
+                elif not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+                    where = f"{path} {action.dest}"
+                    assert action.help, where
+                    if action.default not in (None, False):
+                        assert str(action.default) in action.help, where
+                    if action.dest in ("config", "config_file"):
+                        assert "FLEXROUTE_CONFIG" in action.help, where
+
+        walk(_parser(), "flexroute")
