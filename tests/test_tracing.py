@@ -332,3 +332,74 @@ class TestServe:
         warned = [line for line in log.splitlines() if "flexroute[otel]" in line]
         assert len(warned) == 1, log[-2000:]
         assert "traces off" in warned[0]
+
+
+@pytest.fixture
+def wrapper_spans(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, InMemorySpanExporter]:
+    """The SDK wrapper's runtime built with an in-memory tracer (as OTEL_* would build one),
+    and a tracer of the application's own on the same provider."""
+    from flexroute import runtime
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(runtime, "tracing_from_env", lambda kind: OtelTracer(provider, kind=kind))
+    return provider.get_tracer("app"), exporter
+
+
+class TestWrapper:
+    def test_the_callers_span_is_the_parent_in_a_sync_client(
+        self, wrapper_spans: tuple[Any, InMemorySpanExporter], settings: Any, emulator: Any
+    ) -> None:
+        """flexroute.wrap: the request's span (INTERNAL) is a child of the app's current span."""
+        import openai
+
+        app, exporter = wrapper_spans
+        client = flexroute.wrap(
+            openai.OpenAI(api_key="sk-test", base_url=f"{emulator.base_url}/v1", max_retries=0),
+            start_within="2s", settings=settings,
+        )  # fmt: skip
+        try:
+            with app.start_as_current_span("handle order") as outer:
+                chat(client, "flex_queue=0.01")
+        finally:
+            client.close()
+        spans = exporter.get_finished_spans()
+        [request] = [s for s in spans if s.kind is SpanKind.INTERNAL and s.name != "handle order"]
+        assert request.name == "chat gpt-5-mini"
+        assert request.parent is not None
+        assert request.parent.span_id == outer.get_span_context().span_id
+        [attempt] = [s for s in spans if s.kind is SpanKind.CLIENT]
+        assert attempt.parent is not None
+        assert attempt.parent.span_id == request.context.span_id
+
+    def test_the_callers_span_is_the_parent_in_an_async_client(
+        self, wrapper_spans: tuple[Any, InMemorySpanExporter], settings: Any, emulator: Any
+    ) -> None:
+        """The same for an AsyncOpenAI client, in the caller's own event loop."""
+        import anyio
+        import openai
+
+        app, exporter = wrapper_spans
+
+        async def main() -> int:
+            bare = openai.AsyncOpenAI(
+                api_key="sk-test", base_url=f"{emulator.base_url}/v1", max_retries=0
+            )
+            client = flexroute.wrap(bare, start_within="2s", settings=settings)
+            try:
+                with app.start_as_current_span("handle order") as outer:
+                    await client.chat.completions.create(
+                        model="gpt-5-mini", messages=MESSAGES,
+                        extra_headers={"x-emulator": "flex_queue=0.01"},
+                    )  # fmt: skip
+            finally:
+                await client.close()
+            span_id: int = outer.get_span_context().span_id
+            return span_id
+
+        outer_id = anyio.run(main)
+        [request] = [s for s in exporter.get_finished_spans() if s.name == "chat gpt-5-mini"
+                     and s.kind is SpanKind.INTERNAL]  # fmt: skip
+        assert request.parent is not None
+        assert request.parent.span_id == outer_id
