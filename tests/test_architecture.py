@@ -98,6 +98,13 @@ class TestLayers:
             if relative not in ("sdk.py", "demo.py"):
                 assert not uses(path, "openai", "anthropic", "google"), relative
 
+    def test_only_otel_imports_opentelemetry(self) -> None:
+        """Traces are an extra: nothing else needs OpenTelemetry installed to import."""
+        for path in modules():
+            relative = path.relative_to(ROOT).as_posix()
+            if relative != "otel.py":
+                assert not uses(path, "opentelemetry"), relative
+
     def test_routing_and_dialects_never_import_the_proxy(self) -> None:
         """Imports point down: routing and dialects know nothing of the faces above them."""
         for path in modules("routing") + modules("dialects"):
