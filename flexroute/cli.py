@@ -289,10 +289,25 @@ def _config_check(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     print(render_table(["setting", "value"], [list(row) for row in describe(settings)]))
+    print(f"traces (OTEL_*): {_traces()}")
     unknown = unknown_environment()
     for name in unknown:
         print(f"flexroute: unknown setting in the environment: {name}", file=sys.stderr)
     return 1 if unknown else 0
+
+
+def _traces() -> str:
+    """What the OTEL_* variables make of traces; a bad exporter raises ConfigError."""
+    import anyio
+
+    from flexroute.tracing import tracing_from_env, tracing_requested
+
+    tracer = tracing_from_env()
+    if tracer is None:
+        wanted = tracing_requested()
+        return "off" if not wanted else "off: pip install 'flexroute[otel]' to export them"
+    anyio.run(tracer.aclose)
+    return tracer.description
 
 
 def _emulate(args: argparse.Namespace) -> int:

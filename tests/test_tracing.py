@@ -403,3 +403,21 @@ class TestWrapper:
                      and s.kind is SpanKind.INTERNAL]  # fmt: skip
         assert request.parent is not None
         assert request.parent.span_id == outer_id
+
+
+class TestConfigCheck:
+    def test_config_check_says_what_otel_makes_of_traces(self) -> None:
+        """`flexroute config check` shows the traces' exporter, and a misspelt one fails it."""
+        from tests.test_config_file import flexroute_cli
+
+        off = flexroute_cli("config", "check")
+        assert off.returncode == 0, off.stderr
+        assert "traces (OTEL_*): off" in off.stdout
+        on = flexroute_cli("config", "check", env={"OTEL_TRACES_EXPORTER": "console"})
+        assert "traces (OTEL_*): console" in on.stdout
+        bad = flexroute_cli("config", "check", env={"OTEL_TRACES_EXPORTER": "jaegr"})
+        assert bad.returncode == 2
+        assert bad.stderr.strip().splitlines() == [
+            "flexroute: OTEL_TRACES_EXPORTER='jaegr' is not an exporter flexroute can build: "
+            "use otlp or console (or none, or unset it, to turn traces off)"
+        ]
