@@ -159,6 +159,7 @@ class TestSpans:
         assert attr(standard, "openai.request.service_tier") == "default"
         assert attr(standard, "openai.response.service_tier") == "default"
         assert attr(standard, "gen_ai.usage.output_tokens") > 0
+        assert attr(standard, "flexroute.attempt.first_byte_ms") > 300  # after the deadline
         assert flex.end_time is not None
         assert standard.start_time is not None
         assert flex.end_time <= standard.start_time + 5_000_000  # 5 ms of clock granularity
