@@ -213,6 +213,28 @@ class TestSpans:
         assert span.status.status_code is StatusCode.ERROR
 
 
+class TestGemini:
+    def test_a_gemini_request_is_generate_content_on_gcp_gemini(
+        self, traced: Traced, emulator: Any
+    ) -> None:
+        """google-genai through the proxy: the Gemini names of the GenAI conventions."""
+        from tests.test_proxy_gemini_anthropic import MODEL, config, gemini, headers_of
+
+        client = gemini(traced.proxy)  # held: the SDK closes a client nobody references
+        response = client.models.generate_content(
+            model=MODEL, contents="hello", config=config("flex_queue=0.05", "2s")
+        )
+        request_id = headers_of(response)["x-flexroute-request-id"]
+        server, attempt = traced.spans(request_id, 2)
+        assert server.name == f"generate_content {MODEL}"
+        assert attr(server, "gen_ai.provider.name") == "gcp.gemini"
+        assert attr(server, "flexroute.tier.served") == "flex"
+        assert attr(server, "openai.response.service_tier") is None
+        assert attr(attempt, "gen_ai.usage.output_tokens") > 0
+        [seen] = attempts(emulator, request_id)
+        assert seen["headers"]["traceparent"].split("-")[2] == f"{attempt.context.span_id:016x}"
+
+
 class TestOff:
     def test_without_otel_variables_there_is_no_tracer_and_traceparent_passes(
         self, proxy: Proxy, emulator: Any, monkeypatch: pytest.MonkeyPatch
