@@ -52,7 +52,9 @@ def emulator_and_proxy(workdir: Path) -> Iterator[tuple[str, str, int]]:
     }
     with (
         process(["emulate", "--port", str(eport)], f"{emulator}/v1/models"),
-        process(["serve", "--port", str(pport)], f"{proxy}/flexroute/v1/health", env) as pid,
+        process(
+            ["serve", "--port", str(pport), "--workers", "1"], f"{proxy}/flexroute/v1/health", env
+        ) as pid,
     ):
         yield emulator, proxy, pid
 

@@ -176,7 +176,11 @@ def targets(
             "OPENAI_API_KEY": "",
         }
         fpid = stack.enter_context(
-            process(["serve", "--port", str(fport)], f"{flex_url}/flexroute/v1/health", env)
+            process(
+                ["serve", "--port", str(fport), "--workers", "1"],
+                f"{flex_url}/flexroute/v1/health",
+                env,
+            )
         )
         found += [
             Target("flexroute", flex_url, [fpid]),

@@ -35,23 +35,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+_CONFIG_HELP = (
+    "a TOML file of settings (env: FLEXROUTE_CONFIG; default: none); the environment wins over it"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flexroute", description=__doc__)
     parser.add_argument("--version", action="version", version=f"flexroute {__version__}")
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="a TOML file of settings (env: FLEXROUTE_CONFIG); the environment wins over it",
+        help=_CONFIG_HELP,
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the sidecar proxy")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
-    serve.add_argument("--config", metavar="FILE", dest="config_file", help="a TOML settings file")
+    serve.add_argument("--config", metavar="FILE", dest="config_file", help=_CONFIG_HELP)
     serve.add_argument(
         "--log-format", choices=("json", "text"), default="json",
-        help="one JSON object per line (json, the default) or text for a terminal",
+        help="one JSON object per line (json, the default) or text for a terminal; "
+        "uvicorn's lines too",
     )  # fmt: skip
     serve.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"),
@@ -59,8 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument(
         "--workers", type=int, default=None, metavar="N",
-        help="processes sharing the port (env: FLEXROUTE_WORKERS; default 1: serve in this "
-        "process); more than 1 in gateway mode needs FLEXROUTE_REDIS_URL",
+        help="processes sharing the port (env: FLEXROUTE_WORKERS; default: one per CPU in "
+        "sidecar mode, 1 in gateway mode, whose rate limits are exact in one process); 1 serves "
+        "in this process; more than 1 in gateway mode needs FLEXROUTE_REDIS_URL",
     )  # fmt: skip
     serve.set_defaults(run=_serve)
 
@@ -69,17 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     check = config_actions.add_parser(
         "check", help="print the effective settings (secrets masked); exit 1 on a problem"
     )
-    check.add_argument("--config", metavar="FILE", dest="config_file", help="a TOML settings file")
+    check.add_argument("--config", metavar="FILE", dest="config_file", help=_CONFIG_HELP)
     check.set_defaults(run=_config_check)
 
     emulate = commands.add_parser("emulate", help="run the provider emulator on loopback")
-    emulate.add_argument("--host", default="127.0.0.1")
-    emulate.add_argument("--port", type=int, default=8090)
-    emulate.add_argument("--seed", type=int, default=0)
+    emulate.add_argument("--host", default="127.0.0.1", help="loopback address (127.0.0.1)")
+    emulate.add_argument("--port", type=int, default=8090, help="port to listen on (8090)")
+    emulate.add_argument("--seed", type=int, default=0, help="capacity model's seed (0)")
     emulate.add_argument(
         "--weather", type=int, default=None, metavar="SEED",
         help="flex capacity follows a seeded Markov process over time (calm, degraded, outage, "
-        "recovery; one per model) instead of a fixed refusal rate",
+        "recovery; one per model) instead of a fixed refusal rate (default: off)",
     )  # fmt: skip
     emulate.add_argument(
         "--climate", default="outage", choices=["calm", "outage"],
@@ -87,11 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     emulate.add_argument(
         "--weather-speed", type=float, default=1.0, metavar="X",
-        help="weather seconds per wall-clock second (default 1)",
+        help="weather seconds per wall-clock second (default 1.0)",
     )  # fmt: skip
     emulate.add_argument(
         "--weather-start", type=float, default=0.0, metavar="SECONDS",
-        help="where in the weather to begin (default 0: calm)",
+        help="where in the weather to begin, in seconds (default 0.0: calm)",
     )  # fmt: skip
     emulate.set_defaults(run=_emulate)
 
@@ -120,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_parser(commands)
 
     request = commands.add_parser("request", help="print one ledger record as JSON")
-    request.add_argument("request_id")
+    request.add_argument("request_id", help="the x-flexroute-request-id of a response")
     request.set_defaults(run=_request)
     _ledger_commands(commands)
     return parser
@@ -133,18 +140,18 @@ def _ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     run.add_argument("--at", metavar="ISO-DATE", help="a moment in the month to bill (UTC)")
     run.set_defaults(run=lambda a: _async("billing", "run", a.at))
     paid = actions.add_parser("mark-paid", help="an org's unsettled charges were paid")
-    paid.add_argument("org")
+    paid.add_argument("org", help="the organisation id")
     paid.set_defaults(run=lambda a: _async("billing", "paid", a.org))
     failed = actions.add_parser("mark-failed", help="an org's charge failed: past-due")
-    failed.add_argument("org")
-    failed.add_argument("--reason", required=True)
+    failed.add_argument("org", help="the organisation id")
+    failed.add_argument("--reason", required=True, help="what failed, shown in its 402s")
     failed.set_defaults(run=lambda a: _async("billing", "failed", a.org, a.reason))
 
     orgs = commands.add_parser("orgs", help="organisations' billing state")
     org_actions = orgs.add_subparsers(required=True, metavar="ACTION")
     show = org_actions.add_parser("show", help="balance, state, reason, last invoice")
-    show.add_argument("org")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("org", help="the organisation id")
+    show.add_argument("--json", action="store_true", help="JSON instead of a table")
     show.set_defaults(run=lambda a: _async("orgs", "show", a.org, a.json))
     caps = org_actions.add_parser("caps", help="show or set monthly caps on fees and spend")
     caps.add_argument("org")
@@ -154,9 +161,9 @@ def _ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     caps.set_defaults(run=lambda a: _async("orgs", "caps", a.org, a.key, a.fee_cap, a.spend_cap))
 
     usage = commands.add_parser("usage", help="requests, spend, savings, fees by day/model/route")
-    usage.add_argument("--org")
-    usage.add_argument("--since", metavar="DATE")
-    usage.add_argument("--json", action="store_true")
+    usage.add_argument("--org", help="one organisation (default: all)")
+    usage.add_argument("--since", metavar="DATE", help="from this day (UTC; default: all)")
+    usage.add_argument("--json", action="store_true", help="JSON instead of a table")
     usage.set_defaults(run=lambda a: _async("usage", "show", a.org, a.since, a.json))
 
     _access_commands(commands)
@@ -171,26 +178,29 @@ def _access_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     keys = commands.add_parser("keys", help="flexroute keys for organisations (gateway mode)")
     key_actions = keys.add_subparsers(required=True, metavar="ACTION")
     create = key_actions.add_parser("create", help="print a new key once (only a hash is kept)")
-    create.add_argument("--org", required=True)
-    create.add_argument("--tier", default="free", choices=["free", "elevated", "paid"])
+    create.add_argument("--org", required=True, help="the organisation the key acts for")
+    create.add_argument(
+        "--tier", default="free", choices=["free", "elevated", "paid"],
+        help="its rate-limit tier (free; limits: FLEXROUTE_RATE_LIMITS)",
+    )  # fmt: skip
     create.set_defaults(run=lambda a: _async("keys", "create", a.org, a.tier))
     listing = key_actions.add_parser("list", help="key ids, orgs, tiers; never the keys")
-    listing.add_argument("--org")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--org", help="one organisation's keys (default: all)")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     listing.set_defaults(run=lambda a: _async("keys", "list_", a.org, a.json))
     revoke = key_actions.add_parser("revoke", help="stop accepting a key")
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", help="the key's id, from `flexroute keys list`")
     revoke.set_defaults(run=lambda a: _async("keys", "revoke", a.key_id))
 
     providers = commands.add_parser("providers", help="organisations' own provider keys")
     provider_actions = providers.add_subparsers(required=True, metavar="ACTION")
     put = provider_actions.add_parser("set", help="store a provider key read from stdin")
-    put.add_argument("org")
-    put.add_argument("provider", choices=["openai", "gemini", "anthropic"])
+    put.add_argument("org", help="the organisation id")
+    put.add_argument("provider", choices=["openai", "gemini", "anthropic"], help="whose key")
     put.set_defaults(run=lambda a: _async("providers", "set_", a.org, a.provider))
     show = provider_actions.add_parser("list", help="providers and fingerprints of an org")
-    show.add_argument("org")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("org", help="the organisation id")
+    show.add_argument("--json", action="store_true", help="JSON instead of a table")
     show.set_defaults(run=lambda a: _async("providers", "list_", a.org, a.json))
     rotate = provider_actions.add_parser("rotate", help="re-seal with FLEXROUTE_SECRET_KEY")
     rotate.set_defaults(run=lambda a: _async("providers", "rotate"))
@@ -254,17 +264,17 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, args.log_level)
     tracer = tracing_from_env()  # a missing extra: one warning line; a bad exporter: an error
     traces = "off" if tracer is None else tracer.description
-    if why:
-        logging.getLogger("flexroute").info(why)
     mode = "gateway" if gateway else "sidecar"
     limits = "redis" if settings.redis_url else "in-process"
+    shown = f"{workers} worker{'' if workers == 1 else 's'}" + (f" ({why})" if why else "")
     logging.getLogger("flexroute").info(
-        "flexroute %s proxy (%s mode, %d worker%s, %s rate limits) on http://%s:%s, ledger %s, "
+        "flexroute %s proxy (%s mode, %s, %s rate limits) on http://%s:%s, ledger %s, "
         "traces %s; %s",
-        __version__, mode, workers, "" if workers == 1 else "s", limits, args.host, args.port,
+        __version__, mode, shown, limits, args.host, args.port,
         redact_url(settings.database_url), traces, "; ".join(upstream_lines(settings)),
         extra={
-            "version": __version__, "mode": mode, "workers": workers, "rate_limits": limits,
+            "version": __version__, "mode": mode, "workers": workers, "workers_why": why or None,
+            "rate_limits": limits,
             "store": redact_url(settings.database_url), "traces": traces,
             "upstreams": {p.name: getattr(settings, p.base_url_setting) for p in PROVIDERS},
         },
@@ -310,10 +320,25 @@ def _config_check(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     print(render_table(["setting", "value"], [list(row) for row in describe(settings)]))
+    print(f"traces (OTEL_*): {_traces()}")
     unknown = unknown_environment()
     for name in unknown:
         print(f"flexroute: unknown setting in the environment: {name}", file=sys.stderr)
     return 1 if unknown else 0
+
+
+def _traces() -> str:
+    """What the OTEL_* variables make of traces; a bad exporter raises ConfigError."""
+    import anyio
+
+    from flexroute.tracing import tracing_from_env, tracing_requested
+
+    tracer = tracing_from_env()
+    if tracer is None:
+        wanted = tracing_requested()
+        return "off" if not wanted else "off: pip install 'flexroute[otel]' to export them"
+    anyio.run(tracer.aclose)
+    return tracer.description
 
 
 def _emulate(args: argparse.Namespace) -> int:

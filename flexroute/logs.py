@@ -5,8 +5,9 @@ same format.
 plain text for a terminal — and routes uvicorn's loggers through it. ``request_line(record)``
 is called for every ledger record (the composition root wires it): logger
 ``flexroute.requests``, level INFO, with the request's id, organisation, provider, model,
-route, reason, tiers, status, flex wait, duration, cost, saving and fee. A line never holds a
-key, a prompt or an answer: only fields of the ledger record, which holds none.
+route, reason, tiers, status, flex wait, time to first byte, duration, cost, saving and fee.
+A line never holds a key, a prompt or an answer: only fields of the ledger record, which
+holds none.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from typing import Any
 
 from flexroute.ledger.base import LedgerRecord
+from flexroute.metrics import first_byte_ms
 from flexroute.money import format_usd
 
 __all__ = ["FORMATS", "JSONFormatter", "configure", "request_line"]
@@ -139,6 +141,7 @@ def request_line(record: LedgerRecord) -> None:
             "http_status": record.http_status,
             "start_within_ms": record.start_within_ms,
             "flex_wait_ms": record.flex_wait_ms,
+            "first_byte_ms": _ms(first_byte_ms(record.attempt_log)),
             "duration_ms": round(duration, 1),
             "attempts": record.attempts,
             "cost_usd": _usd(record.actual_cost),
@@ -147,6 +150,10 @@ def request_line(record: LedgerRecord) -> None:
             "fee_usd": format_usd(record.fee),
         },
     )
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _usd(amount: Any) -> str | None:

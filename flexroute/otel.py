@@ -15,7 +15,9 @@ attempt log gives and the request's span gets the record's facts:
 * flexroute: ``flexroute.request_id``, ``.org``, ``.route``, ``.reason``, ``.status``,
   ``.tier.requested``, ``.tier.served``, ``.start_within_ms``, ``.flex_wait_ms``,
   ``.attempts``, ``.cost_usd``, ``.standard_cost_usd``, ``.saving_usd``, ``.fee_usd``;
-  on attempts ``flexroute.attempt.tier``, ``.outcome``, ``.billed``, ``.stream``.
+  on attempts ``flexroute.attempt.tier``, ``.outcome``, ``.billed``, ``.stream`` and, for the
+  served one, ``.first_byte_ms`` (its first output or response, from receipt). A refused or
+  abandoned attempt ends when the attempt log says; the served one when its record is written.
 
 Never a key, a prompt or an answer: only the record's fields, which hold none.
 
@@ -63,7 +65,6 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 _SERVED = frozenset({"started", "streaming", "answered"})
 _KINDS = {"server": SpanKind.SERVER, "internal": SpanKind.INTERNAL}
-_FLEX_ATTEMPT = "flex"
 
 
 class OtelTracer:
@@ -227,9 +228,13 @@ class _RequestTrace:
             child.set_attribute("error.type", outcome)
             child.set_status(Status(StatusCode.ERROR, outcome))
         ended = entry.get("ended_ms")
-        end = self._now()
+        end = self._now()  # the served attempt lasts until its answer is recorded
         if isinstance(ended, int | float):
-            end = self.start_ns + round(float(ended) * 1_000_000)
+            at = self.start_ns + round(float(ended) * 1_000_000)
+            if outcome in _SERVED:
+                child.set_attribute("flexroute.attempt.first_byte_ms", float(ended))
+            else:
+                end = at
         child.end(end_time=max(end, began))
 
     def close(self, http_status: int | None, error: BaseException | None = None) -> None:

@@ -98,6 +98,13 @@ class TestLayers:
             if relative not in ("sdk.py", "demo.py"):
                 assert not uses(path, "openai", "anthropic", "google"), relative
 
+    def test_only_otel_imports_opentelemetry(self) -> None:
+        """Traces are an extra: nothing else needs OpenTelemetry installed to import."""
+        for path in modules():
+            relative = path.relative_to(ROOT).as_posix()
+            if relative != "otel.py":
+                assert not uses(path, "opentelemetry"), relative
+
     def test_routing_and_dialects_never_import_the_proxy(self) -> None:
         """Imports point down: routing and dialects know nothing of the faces above them."""
         for path in modules("routing") + modules("dialects"):
@@ -142,3 +149,15 @@ class TestReadme:
         assert len(commands) == 2
         assert commands[1] in CI.read_text().splitlines()
         assert "flexroute demo" in commands[0]
+
+    def test_the_settings_table_lists_every_setting(self) -> None:
+        """Each setting's variable has a row in the README's Settings table."""
+        from flexroute.config import Settings
+        from flexroute.config_file import env_name
+
+        text = README.read_text()
+        table = text[text.index("## Settings") :].split("\n## ", 1)[0]
+        rows = [line for line in table.splitlines() if line.startswith("| `")]
+        for field in Settings.model_fields:
+            name = env_name(field)
+            assert any(f"`{name}`" in row.split(" | ")[0] for row in rows), name

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flexroute.config_file import describe, load_settings, unknown_environment
+from flexroute.config_file import describe, env_name, load_settings, unknown_environment
 from flexroute.errors import ConfigError
 
 ROOT = Path(__file__).parent.parent
@@ -99,3 +99,66 @@ class TestCommands:
         """`flexroute --version` prints the package version."""
         done = flexroute_cli("--version")
         assert done.stdout.startswith("flexroute ")
+
+
+SAMPLE = ROOT / "docs" / "flexroute.example.toml"
+
+
+class TestSample:
+    """docs/flexroute.example.toml, the README's production sample (issue 12, item 8)."""
+
+    def test_it_sets_every_setting_but_the_secrets(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Every non-secret setting is in the file and loads through the real loader."""
+        import os
+        import tomllib
+
+        from pydantic import SecretStr
+
+        from flexroute.config import Settings
+
+        for name in [n for n in os.environ if n.startswith("FLEXROUTE_")]:
+            monkeypatch.delenv(name)
+        written = tomllib.loads(SAMPLE.read_text())["flexroute"]
+        secrets = {
+            name
+            for name, field in Settings.model_fields.items()
+            if field.annotation in (SecretStr, SecretStr | None)
+        }
+        assert secrets >= {"openai_api_key", "secret_key", "admin_key", "stripe_api_key"}
+        assert set(written) == set(Settings.model_fields) - secrets
+        settings = load_settings(SAMPLE)
+        assert settings.workers == 2
+        assert settings.redis_url == "redis://redis.internal:6379/0"
+        assert settings.rate_limits == {"free": 10, "elevated": 60, "paid": 300}
+        assert settings.default_start_within == 30.0
+        for secret in secrets:  # named in the file's header, so a reader knows where they go
+            assert env_name(secret) in SAMPLE.read_text()
+
+    def test_config_check_accepts_it(self) -> None:
+        """`flexroute config check --config docs/flexroute.example.toml` exits 0."""
+        done = flexroute_cli("config", "check", "--config", str(SAMPLE))
+        assert done.returncode == 0, done.stderr
+        assert "redis://redis.internal:6379/0" in done.stdout
+
+
+class TestHelp:
+    def test_every_option_has_help_with_its_default(self) -> None:
+        """Each argument of every command says what it is, and its default where it has one."""
+        import argparse
+
+        from flexroute.cli import _parser
+
+        def walk(parser: argparse.ArgumentParser, path: str) -> None:
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    for name, sub in action.choices.items():
+                        walk(sub, f"{path} {name}")
+                elif not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+                    where = f"{path} {action.dest}"
+                    assert action.help, where
+                    if action.default not in (None, False):
+                        assert str(action.default) in action.help, where
+                    if action.dest in ("config", "config_file"):
+                        assert "FLEXROUTE_CONFIG" in action.help, where
+
+        walk(_parser(), "flexroute")

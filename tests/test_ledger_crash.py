@@ -41,7 +41,7 @@ def start_proxy(database_url: str, emulator_url: str) -> tuple[subprocess.Popen[
         "FLEXROUTE_OPENAI_BASE_URL": emulator_url,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flexroute.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "flexroute.cli", "serve", "--port", str(port), "--workers", "1"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

@@ -36,7 +36,8 @@ class TestRequestLines:
             "flex", "flex", "ok"
         )  # fmt: skip
         assert as_json["fee_usd"] == raw.headers["x-flexroute-fee-usd"]
-        assert as_json["duration_ms"] >= 0
+        # first byte: the monotonic attempt log; duration: wall-clock times; 1 ms apart at most
+        assert 0 < as_json["first_byte_ms"] <= as_json["duration_ms"] + 1
         text = TextFormatter().format(line)
         for rendered in (json.dumps(as_json), text):
             assert "sk-canary" not in rendered

@@ -21,6 +21,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flexroute.cli import main
+from flexroute.config import Settings
+from flexroute.proxy import workers as workers_module
 from flexroute.testing import RunningEmulator
 from tests.gateway_env import SECRET, add_key, gateway_settings
 from tests.test_billing import _past_due
@@ -145,3 +147,95 @@ def test_gateway_workers_without_redis_refused_in_one_line(
     assert "\n" not in err
     assert "FLEXROUTE_REDIS_URL" in err
     assert "--workers 2" in err
+
+
+class TestDefaultCount:
+    """`serve` without --workers: one per CPU where shared state is shared, else one."""
+
+    def test_sidecar_uses_every_cpu(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Sidecar mode shares nothing but the ledger: one worker per CPU."""
+        monkeypatch.setattr(workers_module, "available_cpus", lambda: 4)
+        sidecar = Settings(database_url=f"sqlite:///{tmp_path / 'l.sqlite3'}")
+        assert workers_module.worker_count(None, sidecar, gateway=False) == (4, "")
+
+    def test_gateway_runs_one_and_says_why(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Gateway limits are exact in one process: one worker, and the reason with the fix."""
+        monkeypatch.setattr(workers_module, "available_cpus", lambda: 4)
+        alone = Settings(database_url=f"sqlite:///{tmp_path / 'l.sqlite3'}")
+        count, why = workers_module.worker_count(None, alone, gateway=True)
+        assert count == 1
+        assert "not 4, one per CPU" in why
+        assert "set FLEXROUTE_REDIS_URL" in why
+        shared = alone.model_copy(update={"redis_url": "redis://127.0.0.1:6379/0"})
+        count, why = workers_module.worker_count(None, shared, gateway=True)
+        assert count == 1
+        assert "choose --workers N" in why
+
+    def test_an_explicit_count_wins(self, tmp_path: Path) -> None:
+        """--workers, then FLEXROUTE_WORKERS, over the default."""
+        settings = Settings(database_url=f"sqlite:///{tmp_path / 'l.sqlite3'}", workers=3)
+        assert workers_module.worker_count(None, settings, gateway=False) == (3, "")
+        assert workers_module.worker_count(1, settings, gateway=False) == (1, "")
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        kids = {child for child, ppid in parents.items() if ppid == parent}
+        found |= kids
+        todo += kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_default_sidecar_runs_a_worker_per_cpu_that_dies_with_its_parent(
+    tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """No --workers in sidecar mode: one worker per CPU; SIGKILL the supervisor and the
+    workers stop too, rather than serving on as orphans."""
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "FLEXROUTE_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
+        "FLEXROUTE_OPENAI_BASE_URL": emu.base_url,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flexroute.cli", "serve", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        children = _descendants(proc.pid)
+        assert children
+        proc.kill()
+        _, err = proc.communicate(timeout=60)  # the workers hold stderr until they exit
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in children if _alive(pid)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    start = next(json.loads(line) for line in err.decode().splitlines() if '"workers"' in line)
+    assert start["workers"] == workers_module.available_cpus()

@@ -159,6 +159,7 @@ class TestSpans:
         assert attr(standard, "openai.request.service_tier") == "default"
         assert attr(standard, "openai.response.service_tier") == "default"
         assert attr(standard, "gen_ai.usage.output_tokens") > 0
+        assert attr(standard, "flexroute.attempt.first_byte_ms") > 300  # after the deadline
         assert flex.end_time is not None
         assert standard.start_time is not None
         assert flex.end_time <= standard.start_time + 5_000_000  # 5 ms of clock granularity
@@ -212,6 +213,28 @@ class TestSpans:
         assert span.status.status_code is StatusCode.ERROR
 
 
+class TestGemini:
+    def test_a_gemini_request_is_generate_content_on_gcp_gemini(
+        self, traced: Traced, emulator: Any
+    ) -> None:
+        """google-genai through the proxy: the Gemini names of the GenAI conventions."""
+        from tests.test_proxy_gemini_anthropic import MODEL, config, gemini, headers_of
+
+        client = gemini(traced.proxy)  # held: the SDK closes a client nobody references
+        response = client.models.generate_content(
+            model=MODEL, contents="hello", config=config("flex_queue=0.05", "2s")
+        )
+        request_id = headers_of(response)["x-flexroute-request-id"]
+        server, attempt = traced.spans(request_id, 2)
+        assert server.name == f"generate_content {MODEL}"
+        assert attr(server, "gen_ai.provider.name") == "gcp.gemini"
+        assert attr(server, "flexroute.tier.served") == "flex"
+        assert attr(server, "openai.response.service_tier") is None
+        assert attr(attempt, "gen_ai.usage.output_tokens") > 0
+        [seen] = attempts(emulator, request_id)
+        assert seen["headers"]["traceparent"].split("-")[2] == f"{attempt.context.span_id:016x}"
+
+
 class TestOff:
     def test_without_otel_variables_there_is_no_tracer_and_traceparent_passes(
         self, proxy: Proxy, emulator: Any, monkeypatch: pytest.MonkeyPatch
@@ -261,3 +284,163 @@ class TestOff:
         [line] = [r for r in caplog.records if r.name == "flexroute"]
         assert "pip install 'flexroute[otel]'" in line.getMessage()
         assert line.exc_info is None
+
+
+def _serve(port: int, emu: Any, tmp_path: Path, code: list[str], **otel: str) -> Any:
+    import os
+    import subprocess
+
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "FLEXROUTE_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
+        "FLEXROUTE_OPENAI_BASE_URL": emu.base_url,
+        **otel,
+    }
+    return subprocess.Popen(
+        [sys.executable, *code, "serve", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+class TestServe:
+    def test_otel_variables_trace_flexroute_serve(self, tmp_path: Path, emu: Any) -> None:
+        """OTEL_TRACES_EXPORTER=console: the start line says so and SIGTERM flushes the span."""
+        import signal
+
+        from tests.test_limits import free_port, wait_healthy
+
+        port = free_port()
+        proc = _serve(
+            port, emu, tmp_path, ["-m", "flexroute.cli"],
+            OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="flexroute-test",
+        )  # fmt: skip
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", proc)
+            proxy = Proxy(f"http://127.0.0.1:{port}", make_settings(tmp_path, emu.base_url))
+            chat(proxy.client(), "flex_queue=0.01", TRACEPARENT, extra_body={"start_within": "5s"})
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert "traces console" in err.decode()
+        spans = out.decode()
+        assert '"name": "chat gpt-5-mini"' in spans
+        assert f'"trace_id": "0x{TRACE_ID}"' in spans
+        assert '"service.name": "flexroute-test"' in spans
+
+    def test_otel_variables_without_the_extra_are_one_line(self, tmp_path: Path, emu: Any) -> None:
+        """The extra missing: one warning naming the fix, no traceback, requests served."""
+        import signal
+
+        from tests.test_limits import free_port, wait_healthy
+
+        hide = "import sys; sys.modules['opentelemetry'] = None; from flexroute.cli import main"
+        port = free_port()
+        proc = _serve(
+            port, emu, tmp_path, ["-c", f"{hide}; raise SystemExit(main())"],
+            OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+        )  # fmt: skip
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", proc)
+            proxy = Proxy(f"http://127.0.0.1:{port}", make_settings(tmp_path, emu.base_url))
+            raw = chat(proxy.client(), "", TRACEPARENT)
+            assert raw.parse().choices
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        log = err.decode()
+        assert proc.returncode == 0, log[-2000:]
+        assert "Traceback" not in log
+        warned = [line for line in log.splitlines() if "flexroute[otel]" in line]
+        assert len(warned) == 1, log[-2000:]
+        assert "traces off" in warned[0]
+
+
+@pytest.fixture
+def wrapper_spans(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, InMemorySpanExporter]:
+    """The SDK wrapper's runtime built with an in-memory tracer (as OTEL_* would build one),
+    and a tracer of the application's own on the same provider."""
+    from flexroute import runtime
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(runtime, "tracing_from_env", lambda kind: OtelTracer(provider, kind=kind))
+    return provider.get_tracer("app"), exporter
+
+
+class TestWrapper:
+    def test_the_callers_span_is_the_parent_in_a_sync_client(
+        self, wrapper_spans: tuple[Any, InMemorySpanExporter], settings: Any, emulator: Any
+    ) -> None:
+        """flexroute.wrap: the request's span (INTERNAL) is a child of the app's current span."""
+        import openai
+
+        app, exporter = wrapper_spans
+        client = flexroute.wrap(
+            openai.OpenAI(api_key="sk-test", base_url=f"{emulator.base_url}/v1", max_retries=0),
+            start_within="2s", settings=settings,
+        )  # fmt: skip
+        try:
+            with app.start_as_current_span("handle order") as outer:
+                chat(client, "flex_queue=0.01")
+        finally:
+            client.close()
+        spans = exporter.get_finished_spans()
+        [request] = [s for s in spans if s.kind is SpanKind.INTERNAL and s.name != "handle order"]
+        assert request.name == "chat gpt-5-mini"
+        assert request.parent is not None
+        assert request.parent.span_id == outer.get_span_context().span_id
+        [attempt] = [s for s in spans if s.kind is SpanKind.CLIENT]
+        assert attempt.parent is not None
+        assert attempt.parent.span_id == request.context.span_id
+
+    def test_the_callers_span_is_the_parent_in_an_async_client(
+        self, wrapper_spans: tuple[Any, InMemorySpanExporter], settings: Any, emulator: Any
+    ) -> None:
+        """The same for an AsyncOpenAI client, in the caller's own event loop."""
+        import anyio
+        import openai
+
+        app, exporter = wrapper_spans
+
+        async def main() -> int:
+            bare = openai.AsyncOpenAI(
+                api_key="sk-test", base_url=f"{emulator.base_url}/v1", max_retries=0
+            )
+            client = flexroute.wrap(bare, start_within="2s", settings=settings)
+            try:
+                with app.start_as_current_span("handle order") as outer:
+                    await client.chat.completions.create(
+                        model="gpt-5-mini", messages=MESSAGES,
+                        extra_headers={"x-emulator": "flex_queue=0.01"},
+                    )  # fmt: skip
+            finally:
+                await client.close()
+            span_id: int = outer.get_span_context().span_id
+            return span_id
+
+        outer_id = anyio.run(main)
+        [request] = [s for s in exporter.get_finished_spans() if s.name == "chat gpt-5-mini"
+                     and s.kind is SpanKind.INTERNAL]  # fmt: skip
+        assert request.parent is not None
+        assert request.parent.span_id == outer_id
+
+
+class TestConfigCheck:
+    def test_config_check_says_what_otel_makes_of_traces(self) -> None:
+        """`flexroute config check` shows the traces' exporter, and a misspelt one fails it."""
+        from tests.test_config_file import flexroute_cli
+
+        off = flexroute_cli("config", "check")
+        assert off.returncode == 0, off.stderr
+        assert "traces (OTEL_*): off" in off.stdout
+        on = flexroute_cli("config", "check", env={"OTEL_TRACES_EXPORTER": "console"})
+        assert "traces (OTEL_*): console" in on.stdout
+        bad = flexroute_cli("config", "check", env={"OTEL_TRACES_EXPORTER": "jaegr"})
+        assert bad.returncode == 2
+        assert bad.stderr.strip().splitlines() == [
+            "flexroute: OTEL_TRACES_EXPORTER='jaegr' is not an exporter flexroute can build: "
+            "use otlp or console (or none, or unset it, to turn traces off)"
+        ]

@@ -13,6 +13,12 @@ Lifecycle (the choice made here):
 * A worker that dies while serving is logged ("Child process [pid] died") and **restarted**.
 * A worker that fails before serving (bad settings, an unreachable store at start-up) stops the
   parent, which exits 1: a restart would fail the same way.
+* A parent that dies without stopping them (SIGKILL, OOM killer) takes its workers along: on
+  Linux each asks for SIGTERM at its parent's death (``PR_SET_PDEATHSIG``) and drains.
+
+How many: ``--workers N``, else ``FLEXROUTE_WORKERS``, else one per CPU — except gateway mode
+without Redis, which runs one (see :func:`worker_count`); ``1`` serves in the ``serve``
+process itself, with no supervisor.
 
 State shared between workers:
 
@@ -34,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import tempfile
 
 from flexroute.config import Settings
@@ -43,20 +50,42 @@ from flexroute.proxy.app import ProxyApp
 # How the parent tells the spawned workers its command-line logging choices.
 _LOG_FORMAT = "_FLEXROUTE_WORKER_LOG_FORMAT"
 _LOG_LEVEL = "_FLEXROUTE_WORKER_LOG_LEVEL"
+_PARENT = "_FLEXROUTE_WORKER_PARENT"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's cpuset, taskset)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def worker_count(requested: int | None, settings: Settings, *, gateway: bool) -> tuple[int, str]:
     """How many workers to run and, when it is not what was asked, why.
 
-    ``requested`` is ``--workers`` (``None``: ``FLEXROUTE_WORKERS``, else 1). The default is
-    one process, not the CPU count: under a loaded test machine uvicorn's supervisor killed
-    workers whose health-check pong was late, and a fleet of replicas × workers admitted more
-    than its Redis limit (tests/test_limits.py three replicas); until that is understood, more
-    workers are an explicit choice.
+    ``requested`` is ``--workers`` (``None``: ``FLEXROUTE_WORKERS``, else the default). The
+    default is one worker per CPU (:func:`available_cpus`) in sidecar mode, which shares no
+    state but the ledger. Gateway mode defaults to one worker, said in the start line: without
+    Redis, in-process rate limits are exact only in one process (refusing to start would break
+    ``flexroute serve`` out of the box); with Redis, tests/test_limits.py's 1,000-request burst
+    (limit 100) on a 2-core machine at load ~10 admitted 156-377 with three replicas of two
+    workers and 300-338 with three single-process ones: the limiter's fail-over to
+    per-process limits (:mod:`flexroute.limits.redis`) takes pool waits and slow replies for
+    an outage, and more processes make that likelier. So more gateway workers stay the
+    operator's choice (``--workers N`` with ``FLEXROUTE_REDIS_URL``) until that is fixed.
     """
     workers = requested if requested is not None else settings.workers
     if workers is None:
-        return 1, ""
+        cpus = available_cpus()
+        if gateway and cpus > 1:
+            fix = "choose --workers N" if settings.redis_url else "set FLEXROUTE_REDIS_URL"
+            return 1, (
+                f"not {cpus}, one per CPU, as in sidecar mode: gateway rate limits are exact "
+                f"in one process; {fix} for more"
+            )
+        return cpus, ""
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     check_shared_state(settings, workers, gateway=gateway)
@@ -83,6 +112,7 @@ def serve_workers(
 
     os.environ[_LOG_FORMAT] = log_format
     os.environ[_LOG_LEVEL] = log_level
+    os.environ[_PARENT] = str(os.getpid())
     config = uvicorn.Config(
         "flexroute.proxy.workers:create_worker_app", factory=True, workers=workers,
         host=host, port=port, log_level=log_level, access_log=False,
@@ -115,6 +145,21 @@ def create_worker_app() -> ProxyApp:
     from flexroute.logs import configure
     from flexroute.proxy import create_app
 
+    _die_with_parent(int(os.environ.get(_PARENT, "0")))
     configure(os.environ.get(_LOG_FORMAT, "json"), os.environ.get(_LOG_LEVEL, "info"))
     settings = load_settings()
     return create_app(settings, gate_ttl=settings.billing_gate_ttl)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: this worker gets SIGTERM (and drains) when the supervisor dies, even by SIGKILL,
+    rather than serving on as an orphan nobody restarts or stops."""
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
