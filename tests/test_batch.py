@@ -395,8 +395,8 @@ class TestGatewayMode:
         key_file.write_text(orgs["acme"].key + "\n")
         env = env_for(tmp_path, f"{emulator.base_url}/v1")
         env.update(FLEXROUTE_SECRET_KEY=SECRET,
-                   FLEXROUTE_RATE_LIMITS='{"free": 3, "elevated": 60, "paid": 300}')  # fmt: skip
-        source = write_lines(tmp_path / "in.jsonl", [chat_line(f"o{i}") for i in range(5)])
+                   FLEXROUTE_RATE_LIMITS='{"free": 2, "elevated": 60, "paid": 300}')  # fmt: skip
+        source = write_lines(tmp_path / "in.jsonl", [chat_line(f"o{i}") for i in range(6)])
         out = tmp_path / "out.jsonl"
         refused = batch([str(source), "-o", str(out)], env)
         assert refused.returncode == 2
@@ -404,14 +404,16 @@ class TestGatewayMode:
         done = batch([str(source), "-o", str(out), "--key-file", str(key_file), "--concurrency",
                       "1", "--max-retries", "0", "--json-summary"], env)  # fmt: skip
         assert done.returncode == 0, done.stderr
-        statuses = sorted(o["response"]["status_code"] for o in outputs(out))
-        assert statuses == [200, 200, 200, 429, 429]
+        statuses = [o["response"]["status_code"] for o in outputs(out)]
+        # 2 a minute: the run may cross one minute boundary, so 2 to 4 get through
+        assert 2 <= statuses.count(200) <= 4
+        assert statuses.count(429) == 6 - statuses.count(200)
         limited = [o for o in outputs(out) if o["response"]["status_code"] == 429]
         assert limited[0]["response"]["body"]["error"]["code"] == "rate_limit_exceeded"
         with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
             orgs_seen = db.execute("SELECT DISTINCT org_id FROM requests").fetchall()
         assert orgs_seen == [("acme",)]
-        assert json.loads(done.stdout)["errors"] == 2
+        assert json.loads(done.stdout)["errors"] == statuses.count(429)
 
 
 class TestForwardedLines:
