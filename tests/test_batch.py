@@ -21,8 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from flexroute.batch.pacing import Pacer, backoff
 from flexroute.config import Settings
 from flexroute.proxy import create_app
 from flexroute.testing import RunningEmulator, serve_in_thread
@@ -533,3 +535,45 @@ def _running(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+class TestPacer:
+    def test_rpm_spaces_slots_evenly(self) -> None:
+        """rpm 600: five starts take at least four intervals of 0.1 s."""
+        pacer = Pacer(600)
+
+        async def main() -> float:
+            began = anyio.current_time()
+            for _ in range(5):
+                await pacer.slot()
+            return anyio.current_time() - began
+
+        assert anyio.run(main) >= 0.39
+
+    def test_a_pause_holds_every_start_and_the_longest_wins(self) -> None:
+        """pause(0.3) then pause(0.1): no start for 0.3 s; the shorter pause changes nothing."""
+        pacer = Pacer(None)
+
+        async def main() -> list[float]:
+            began = anyio.current_time()
+            pacer.pause(0.3)
+            pacer.pause(0.1)
+            starts: list[float] = []
+
+            async def one() -> None:
+                await pacer.slot()
+                starts.append(anyio.current_time() - began)
+
+            async with anyio.create_task_group() as group:
+                for _ in range(4):
+                    group.start_soon(one)
+            return starts
+
+        starts = anyio.run(main)
+        assert len(starts) == 4
+        assert min(starts) >= 0.29
+        assert pacer.pauses == 1
+
+    def test_backoff_doubles_to_a_cap(self) -> None:
+        """Without Retry-After: 1, 2, 4, 8, 16, then 30 s at most."""
+        assert [backoff(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
