@@ -199,6 +199,40 @@ class TestGeminiLines:
         assert "line 1: " in done.stderr
 
 
+class TestProviderErrors:
+    def test_an_openai_error_answer_is_an_output_line_with_its_status(
+        self, tmp_path: Path, emu_env: dict[str, str]
+    ) -> None:
+        """A provider's 400 is written as the Batch API writes it: response with status and
+        body; it is not retried, and the run still exits 0."""
+        source = write_lines(tmp_path / "in.jsonl", [chat_line("e1")])
+        out = tmp_path / "out.jsonl"
+        done = batch([str(source), "-o", str(out), "--header", "x-emulator: status=400",
+                      "--json-summary"], emu_env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        (only,) = outputs(out)
+        assert only["response"]["status_code"] == 400
+        assert only["response"]["body"]["error"]["message"]
+        assert only["error"] is None
+        summary = json.loads(done.stdout)
+        assert (summary["errors"], summary["retries"]) == (1, 0)
+
+    def test_a_gemini_error_answer_is_a_key_and_error_line(
+        self, tmp_path: Path, emu_env: dict[str, str]
+    ) -> None:
+        """Gemini's error body becomes the line's google.rpc.Status."""
+        line = {"key": "ge", "request": {"contents": [{"parts": [{"text": "x"}]}]}}
+        source = write_lines(tmp_path / "in.jsonl", [line])
+        out = tmp_path / "out.jsonl"
+        done = batch([str(source), "-o", str(out), "--model", "gemini-2.5-flash",
+                      "--header", "x-emulator: status=400"], emu_env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        (only,) = outputs(out)
+        assert set(only) == {"key", "error"}
+        assert only["error"]["code"] == 400
+        assert only["error"]["status"] == "INVALID_ARGUMENT"
+
+
 class TestBadLines:
     def test_bad_lines_are_reported_by_number_and_the_rest_goes_on(
         self, tmp_path: Path, emu_env: dict[str, str]
@@ -494,19 +528,24 @@ class TestVia:
                 "openai_api_key": None,
             }
         )
-        source = write_lines(tmp_path / "in.jsonl", [chat_line(f"v{i}") for i in range(4)])
+        gemini = {"key": "vg", "request": {"contents": [{"parts": [{"text": "x"}]}]}}
+        lines = [*(chat_line(f"v{i}") for i in range(4)), gemini]
+        source = write_lines(tmp_path / "in.jsonl", lines)
         out = tmp_path / "out.jsonl"
         env = env_for(tmp_path, "http://127.0.0.1:9/v1")  # the batch's own upstream: unused
         with serve_in_thread(create_app(settings)) as url:
             done = batch([str(source), "-o", str(out), "--via", url, "--start-within", "5s",
-                          "--json-summary"], env)  # fmt: skip
+                          "--model", "gemini-2.5-flash", "--json-summary"], env)  # fmt: skip
         assert done.returncode == 0, done.stderr
-        assert all(o["response"]["body"]["service_tier"] == "flex" for o in outputs(out))
+        found = {o.get("custom_id", o.get("key")): o for o in outputs(out)}
+        assert len(found) == 5
+        assert all(found[f"v{i}"]["response"]["body"]["service_tier"] == "flex" for i in range(4))
+        assert found["vg"]["response"]["candidates"]
         with sqlite3.connect(tmp_path / "proxy.sqlite3") as db:
-            (count,) = db.execute("SELECT count(*) FROM requests WHERE route='flex'").fetchone()
-        assert count == 4
+            rows = db.execute("SELECT provider, tier_served FROM requests").fetchall()
+        assert sorted(rows) == [("gemini", "flex")] + [("openai", "flex")] * 4
         assert not (tmp_path / "ledger.sqlite3").exists()
-        assert json.loads(done.stdout)["served_flex"] == 4
+        assert json.loads(done.stdout)["served_flex"] == 5
 
 
 def _refused(retry_after: float) -> Answer:
