@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     if "savings" in only:
         with guarded("savings", notes), progress("savings vs oracle") as tick:
             results["savings"] = savings.run(mode.savings, tick)
+        if "savings" in results:
+            notes += results["savings"]["notes"]
     if "memory" in only:
         with guarded("memory", notes), progress("memory") as tick:
             results["memory"] = memory.run(mode.memory, tick)

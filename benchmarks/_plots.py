@@ -68,38 +68,50 @@ def overhead(result: dict[str, Any], path: Path) -> None:
 
 
 def savings(result: dict[str, Any], path: Path) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for scenario in dict.fromkeys(r["scenario"] for r in result["rows"]):
+    """Per trace: saving ÷ ceiling (top) and added wait p99 (bottom) against start_within, for
+    the oracle and both flex modes."""
+    traces = list(dict.fromkeys(r["scenario"] for r in result["rows"]))
+    fig, axes = plt.subplots(2, len(traces), figsize=(3.6 * len(traces), 7), squeeze=False)
+    styles = {"oracle": ("k", ":", "s"), "always": ("C0", "-", "o"), "adaptive": ("C3", "--", "x")}
+    for column, trace in enumerate(traces):
         rows = sorted(
-            (r for r in result["rows"] if r["scenario"] == scenario), key=lambda r: r["budget_s"]
+            (r for r in result["rows"] if r["scenario"] == trace), key=lambda r: r["budget_s"]
         )
         xs = [r["budget_s"] for r in rows]
-        med, err = _err([r["saving_vs_ceiling"] for r in rows])
-        left.errorbar(xs, med, yerr=err, marker="o", capsize=3, label=scenario)
-        med, err = _err([r["added_wait_p50_ms"] for r in rows])
-        line = right.errorbar(xs, med, yerr=err, marker="o", capsize=3, label=f"{scenario} p50")
-        med, err = _err([r["added_wait_p99_ms"] for r in rows])
-        right.errorbar(
-            xs,
-            med,
-            yerr=err,
-            marker="x",
-            linestyle="--",
-            capsize=3,
-            color=line.lines[0].get_color(),
-            label=f"{scenario} p99",
-        )
-    for ax in (left, right):
-        ax.set_xscale("log")
-        ax.set_xlabel("start_within, s")
-    left.set_ylabel("saving ÷ all-flex ceiling")
-    left.set_title("Saving against start_within")
-    right.set_ylabel("added wait vs straight to standard, ms")
-    right.set_title("Added wait against start_within")
-    left.legend(fontsize=8)
-    right.legend(fontsize=7, ncol=2)
+        top, bottom = axes[0][column], axes[1][column]
+        lines = {
+            "oracle": (
+                [r.get("oracle_vs_ceiling") for r in rows],
+                [r["oracle_wait_p99_ms"] for r in rows],
+            ),
+            **{
+                mode: (
+                    [r[mode]["saving_vs_ceiling"] for r in rows],
+                    [r[mode]["added_wait_p99_ms"] for r in rows],
+                )
+                for mode in ("always", "adaptive")
+            },
+        }
+        for name, (saving, wait) in lines.items():
+            color, style, marker = styles[name]
+            for ax, nodes in ((top, saving), (bottom, wait)):
+                med, err = _err(nodes)
+                ax.errorbar(
+                    xs, med, yerr=err, color=color, linestyle=style, marker=marker, capsize=3,
+                    label=name,
+                )  # fmt: skip
+        top.set_title(trace)
+        for ax in (top, bottom):
+            ax.set_xscale("log")
+            ax.set_xlabel("start_within, s")
+        top.set_ylim(bottom=0)
+        if column == 0:
+            top.set_ylabel("saving ÷ all-flex ceiling")
+            bottom.set_ylabel("added wait p99, ms")
+            top.legend(fontsize=8)
+    fig.suptitle("Saving and added wait against start_within: oracle, always, adaptive")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 

@@ -58,6 +58,45 @@ def emulator_and_proxy(workdir: Path) -> Iterator[tuple[str, str, int]]:
 
 
 @contextlib.contextmanager
+def emulator_process(args: tuple[str, ...] = ()) -> Iterator[str]:
+    """``flexroute emulate`` on a free loopback port; yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with process(["emulate", "--port", str(port), *args], f"{url}/v1/models"):
+        yield url
+
+
+@contextlib.contextmanager
+def proxies(emulator: str, workdir: Path, envs: list[dict[str, str]]) -> Iterator[list[str]]:
+    """One ``flexroute serve`` per entry of ``envs`` (extra settings), each with a ledger of
+    its own and in-process state only (no Redis), started together; yields their URLs."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    base = {k: v for k, v in os.environ.items() if k != "FLEXROUTE_REDIS_URL"}
+    base.update(FLEXROUTE_OPENAI_BASE_URL=emulator, OPENAI_API_KEY="")
+    with contextlib.ExitStack() as stack:
+        started = []
+        for i, extra in enumerate(envs):
+            port = free_port()
+            env = {**base, "FLEXROUTE_DATABASE_URL": f"sqlite:///{workdir / f'ledger-{i}.db'}"}
+            err = stack.enter_context((workdir / f"proxy-{i}.err").open("wb"))
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "flexroute.cli", "serve", "--port", str(port)],
+                env={**env, **extra},
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+            stack.enter_context(stopping(proc))
+            started.append(f"http://127.0.0.1:{port}")
+        for i, url in enumerate(started):
+            try:
+                wait_ready(f"{url}/flexroute/v1/health", timeout=60)
+            except OSError:
+                tail = (workdir / f"proxy-{i}.err").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"flexroute serve did not start: {tail}") from None
+        yield started
+
+
+@contextlib.contextmanager
 def module_process(
     module: str, args: list[str], ready_url: str, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:

@@ -43,7 +43,7 @@ from typing import Any
 import anyio
 
 from benchmarks._procs import cpu_seconds, free_port, module_process
-from benchmarks.savings import MODELS
+from benchmarks._traces import MODELS
 from flexroute.catalog import default_catalog
 from flexroute.ledger import open_store
 from flexroute.usage import Tier

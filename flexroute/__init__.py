@@ -15,6 +15,7 @@ from flexroute.errors import (
     RequestRejected,
     UpstreamConnectError,
     UpstreamError,
+    UpstreamMalformed,
     UpstreamStreamBroken,
 )
 from flexroute.sdk import Outcome, capture, wrap
@@ -34,6 +35,7 @@ __all__ = [
     "Tier",
     "UpstreamConnectError",
     "UpstreamError",
+    "UpstreamMalformed",
     "UpstreamStreamBroken",
     "Usage",
     "__version__",

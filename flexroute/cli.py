@@ -76,6 +76,23 @@ def _parser() -> argparse.ArgumentParser:
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=8090)
     emulate.add_argument("--seed", type=int, default=0)
+    emulate.add_argument(
+        "--weather", type=int, default=None, metavar="SEED",
+        help="flex capacity follows a seeded Markov process over time (calm, degraded, outage, "
+        "recovery; one per model) instead of a fixed refusal rate",
+    )  # fmt: skip
+    emulate.add_argument(
+        "--climate", default="outage", choices=["calm", "outage"],
+        help="the weather's rates: rare outages (calm) or waves of them (outage, the default)",
+    )  # fmt: skip
+    emulate.add_argument(
+        "--weather-speed", type=float, default=1.0, metavar="X",
+        help="weather seconds per wall-clock second (default 1)",
+    )  # fmt: skip
+    emulate.add_argument(
+        "--weather-start", type=float, default=0.0, metavar="SECONDS",
+        help="where in the weather to begin (default 0: calm)",
+    )  # fmt: skip
     emulate.set_defaults(run=_emulate)
 
     demo = commands.add_parser("demo", help="emulator + proxy + a mixed workload, no keys needed")
@@ -84,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
         help="ledger for the demo's records (default: a scratch file, deleted at exit; never "
         "FLEXROUTE_DATABASE_URL)",
     )
+    demo.add_argument(
+        "--weather", action="store_true",
+        help="add a few seconds of flex weather: calm, an outage and the recovery",
+    )  # fmt: skip
     demo.set_defaults(run=_demo)
 
     prices = commands.add_parser("prices", help="print the price catalog")
@@ -125,6 +146,12 @@ def _ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     show.add_argument("org")
     show.add_argument("--json", action="store_true")
     show.set_defaults(run=lambda a: _async("orgs", "show", a.org, a.json))
+    caps = org_actions.add_parser("caps", help="show or set monthly caps on fees and spend")
+    caps.add_argument("org")
+    caps.add_argument("--key", metavar="KEY_ID", help="the key's own caps (default: the org's)")
+    caps.add_argument("--fee-cap", metavar="USD", help="monthly cap on fees; 'none' removes it")
+    caps.add_argument("--spend-cap", metavar="USD", help="monthly cap on provider spend; 'none'")
+    caps.set_defaults(run=lambda a: _async("orgs", "caps", a.org, a.key, a.fee_cap, a.spend_cap))
 
     usage = commands.add_parser("usage", help="requests, spend, savings, fees by day/model/route")
     usage.add_argument("--org")
@@ -199,6 +226,7 @@ def _serve(args: argparse.Namespace) -> int:
     from flexroute.providers import PROVIDERS, upstream_lines
     from flexroute.proxy import create_app
     from flexroute.proxy.workers import serve_workers, worker_count
+    from flexroute.tracing import tracing_from_env, tracing_requested
 
     settings = load_settings()
 
@@ -224,26 +252,33 @@ def _serve(args: argparse.Namespace) -> int:
         )
     workers, why = worker_count(args.workers, settings, gateway=gateway)
     configure_logging(args.log_format, args.log_level)
+    tracer = tracing_from_env()  # a missing extra: one warning line; a bad exporter: an error
+    traces = "off" if tracer is None else tracer.description
     if why:
         logging.getLogger("flexroute").info(why)
     mode = "gateway" if gateway else "sidecar"
     limits = "redis" if settings.redis_url else "in-process"
     logging.getLogger("flexroute").info(
-        "flexroute %s proxy (%s mode, %s rate limits) on http://%s:%s, ledger %s; %s",
-        __version__, mode, limits, args.host, args.port, redact_url(settings.database_url),
-        "; ".join(upstream_lines(settings)),
+        "flexroute %s proxy (%s mode, %d worker%s, %s rate limits) on http://%s:%s, ledger %s, "
+        "traces %s; %s",
+        __version__, mode, workers, "" if workers == 1 else "s", limits, args.host, args.port,
+        redact_url(settings.database_url), traces, "; ".join(upstream_lines(settings)),
         extra={
             "version": __version__, "mode": mode, "workers": workers, "rate_limits": limits,
-            "store": redact_url(settings.database_url),
+            "store": redact_url(settings.database_url), "traces": traces,
             "upstreams": {p.name: getattr(settings, p.base_url_setting) for p in PROVIDERS},
         },
     )  # fmt: skip
     if workers > 1:
+        if tracer is None and tracing_requested():
+            os.environ["OTEL_SDK_DISABLED"] = "true"  # said once here, not once per worker
+        elif tracer is not None:
+            anyio.run(tracer.aclose)  # each worker builds its own
         return serve_workers(
             settings, host=args.host, port=args.port, workers=workers,
             log_format=args.log_format, log_level=args.log_level,
         )  # fmt: skip
-    app = create_app(settings, gate_ttl=settings.billing_gate_ttl)
+    app = create_app(settings, gate_ttl=settings.billing_gate_ttl, tracer=tracer)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
         log_config=None,  # uvicorn's own lines through flexroute's handler and format
@@ -286,15 +321,23 @@ def _emulate(args: argparse.Namespace) -> int:
 
     if not _is_loopback(args.host):
         raise ConfigError(f"the emulator binds to loopback only, not {args.host}")
-    print(f"flexroute emulator on http://{args.host}:{args.port} (seed {args.seed})")
-    serve(host=args.host, port=args.port, config=EmulatorConfig(seed=args.seed))
+    config = EmulatorConfig(
+        seed=args.seed,
+        weather=args.weather,
+        climate=args.climate,
+        weather_speed=args.weather_speed,
+        weather_start=args.weather_start,
+    )
+    weather = "" if args.weather is None else f", {args.climate} weather seed {args.weather}"
+    print(f"flexroute emulator on http://{args.host}:{args.port} (seed {args.seed}{weather})")
+    serve(host=args.host, port=args.port, config=config)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from flexroute.demo import run_demo
 
-    return run_demo(args.database_url)
+    return run_demo(args.database_url, weather=args.weather)
 
 
 def _prices(args: argparse.Namespace) -> int:

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_headers_timeout: float = Field(default=600.0, gt=0)  # a whole non-stream answer
     upstream_idle_timeout: float = Field(default=300.0, gt=0)  # between two bytes of a body
+    # request sent → the answer's last byte; a flex attempt gets its budget on top
+    upstream_total_timeout: float = Field(default=1800.0, gt=0)
     # Hostile load (issue 11 item 7): at most this many open connections to one provider host;
     # a burst beyond it waits for a pooled connection (within the connect timeout).
     upstream_connections_per_host: int = Field(default=100, gt=0)
@@ -70,6 +72,10 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = None  # Stripe's own API unless set (a local fake in tests)
     stripe_webhook_secret: SecretStr | None = None
     billing_threshold_usd: Decimal = Decimal(20)
+    # Issue 15: free fee credit for each new organisation (0: off), and the unpaid balance
+    # above which a postpaid organisation is charged at once rather than at month end.
+    free_credit_usd: Decimal = Field(default=Decimal(0), ge=0)
+    balance_limit_usd: Decimal | None = Field(default=None, gt=0)
     # Workers (flexroute.proxy.workers): processes for `serve` (None: one), and how long
     # the billing gate trusts a cached organisation state, so another process's mark-paid or
     # Stripe webhook is seen within it.

@@ -4,6 +4,7 @@ and the forwarding of other paths."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flexroute.call import Call
 from flexroute.catalog import ModelPrices
@@ -14,7 +15,11 @@ from flexroute.providers import Provider
 from flexroute.routing.decide import Decision, Reason, Route
 from flexroute.routing.flex import AttemptLog
 from flexroute.settle import money_headers
+from flexroute.tracing import RequestTrace
 from flexroute.upstream import HOP_BY_HOP, Headers
+
+if TYPE_CHECKING:
+    from flexroute.billing.quota import Hold
 
 __all__ = ["RequestContext", "reply_headers"]
 
@@ -37,6 +42,8 @@ class RequestContext:
     route: Route = Route.PASSTHROUGH
     reason: Reason | None = None
     flex_wait: float | None = None
+    trace: RequestTrace | None = None  # set only when traces are on (flexroute.tracing)
+    hold: Hold | None = None  # its place under the spend caps (flexroute.billing.quota)
 
 
 def reply_headers(

@@ -5,22 +5,32 @@ cost and saved. Needs no provider key.
 The workload steers the emulator per request (header ``x-emulator``) so every run shows the
 same story: flex that starts, flex that falls back at its deadline, flex refused then served,
 and passthrough routes.
+
+``--weather`` adds a few seconds of flex *weather*: the emulator's flex capacity follows its
+seeded Markov process (:mod:`flexroute.emulator.weather`) through calm, an outage and the
+recovery, sped up, while one flex request goes out every ``WEATHER_EVERY`` seconds; a
+timeline shows what each met and how flexroute routed it.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flexroute.config_file import load_settings
 from flexroute.duration import format_seconds
 from flexroute.money import format_usd
 from flexroute.providers import PROVIDERS
 from flexroute.table import render_table
+
+if TYPE_CHECKING:
+    from flexroute.emulator import Emulator
 
 PROMPT = "Summarise flex processing in one line."
 
@@ -110,6 +120,11 @@ WORKLOAD: tuple[Step, ...] = (
 
 _MONEY = ("standard_cost_usd", "cost_usd", "saving_usd", "fee_usd")
 
+# The weather segment: seed 1 of the "outage" climate has gpt-5-mini calm, then out from
+# 5.7 s to 14.8 s, recovering until 16.9 s, calm again; shown from 3 s at 3x speed.
+WEATHER_SEED, WEATHER_START, WEATHER_SPEED = 1, 3.0, 3.0
+WEATHER_EVERY, WEATHER_REQUESTS = 0.4, 20
+
 
 WHAT_NEXT = """
 What next: run the proxy against the real providers and change only your client's base URL.
@@ -124,18 +139,18 @@ What next: run the proxy against the real providers and change only your client'
 Or keep no sidecar: flexroute.wrap(openai.OpenAI(), start_within="30s")."""
 
 
-def run_demo(database_url: str | None = None) -> int:
-    """Run the workload; its records go to ``database_url``, else to a scratch ledger that is
-    deleted afterwards (never the operator's real one)."""
+def run_demo(database_url: str | None = None, *, weather: bool = False) -> int:
+    """Run the workload (and the weather segment); its records go to ``database_url``, else
+    to a scratch ledger that is deleted afterwards (never the operator's real one)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="flexroute-demo-") as scratch:
         url = database_url or f"sqlite:///{scratch}/ledger.sqlite3"
         where = url if database_url else f"{url} (a scratch ledger, deleted at exit)"
-        return _run(url, where)
+        return _run(url, where, weather)
 
 
-def _run(database_url: str, where: str) -> int:
+def _run(database_url: str, where: str, weather: bool) -> int:
     import anthropic
     import openai
     from google import genai
@@ -147,7 +162,16 @@ def _run(database_url: str, where: str) -> int:
     from flexroute.testing import serve_in_thread
 
     base = load_settings()
-    with serve_in_thread(emulator_app(EmulatorConfig(seed=7))) as emulator_url:
+    config = EmulatorConfig(seed=7)
+    if weather:  # only requests without an x-emulator header meet it: the weather segment's
+        config = EmulatorConfig(
+            seed=7,
+            weather=WEATHER_SEED,
+            weather_start=WEATHER_START,
+            weather_speed=WEATHER_SPEED,
+        )
+    app = emulator_app(config)
+    with serve_in_thread(app) as emulator_url:
         update: dict[str, Any] = {f"{p.name}_base_url": emulator_url for p in PROVIDERS}
         update.update(database_url=database_url, spool_path=None)
         settings = base.model_copy(update=update)
@@ -161,6 +185,7 @@ def _run(database_url: str, where: str) -> int:
             )  # fmt: skip
             print(f"emulator {emulator_url}  proxy {proxy_url}\nledger {where}\n")
             rows = [_row(label, _fetch(proxy_url, run(clients))) for label, run in WORKLOAD]
+            timeline = _weather(clients, proxy_url, app) if weather else None
     totals = [sum((Decimal(r[k]) for r in rows if r["cost_usd"] is not None), Decimal(0))
               for k in _MONEY]  # fmt: skip
     table = [[r["label"], r["model"], _budget(r["start_within_ms"]), r["route"],
@@ -176,8 +201,56 @@ def _run(database_url: str, where: str) -> int:
         "none.\nA passthrough stream whose client did not ask for usage is forwarded unchanged: "
         "its cost is not reported and is left out of the totals."
     )
+    if timeline is not None:
+        print(timeline)
     print(WHAT_NEXT)
     return 0
+
+
+def _weather(clients: Clients, proxy_url: str, app: Emulator) -> str:
+    """One flex request (gpt-5-mini, 1 s budget) every ``WEATHER_EVERY`` seconds through the
+    emulator's weather; a timeline of what each met and how it was routed."""
+    send = _chat("gpt-5-mini", "", extra_body={"start_within": "1s"})
+    found: list[tuple[float, str, str | Exception]] = []
+    lock = threading.Lock()
+
+    weather = app.capacity.weather("gpt-5-mini")
+    assert weather is not None, "the demo's emulator runs with weather"
+    weather.segments(WEATHER_START + 120 * WEATHER_SPEED)  # drawn ahead: threads only read it
+    app.capacity.reset()  # the weather's clock starts now, at WEATHER_START
+
+    def one() -> None:
+        at = app.capacity.now()
+        state = weather.at(at).state.value
+        try:
+            outcome: str | Exception = send(clients)
+        except Exception as error:  # shown in its row, not lost with the thread
+            outcome = error
+        with lock:
+            found.append((at, state, outcome))
+
+    threads = []
+    for _ in range(WEATHER_REQUESTS):
+        thread = threading.Thread(target=one)
+        thread.start()
+        threads.append(thread)
+        time.sleep(WEATHER_EVERY)
+    for thread in threads:
+        thread.join(timeout=60)
+    table = []
+    for at, state, outcome in sorted(found, key=lambda row: row[0]):
+        if isinstance(outcome, Exception):
+            table.append([f"{at:.1f}", state, f"failed: {outcome}"[:60], "", "", "", ""])
+            continue
+        r = _fetch(proxy_url, outcome)
+        table.append([f"{at:.1f}", state, r["route"], r["reason"] or "", r["tier_served"] or "",
+                      str(r["flex_wait_ms"] or ""), r["saving_usd"]])  # fmt: skip
+    headers = ["weather s", "flex weather", "route", "reason", "tier", "wait ms", "saving $"]
+    return (
+        f"\nFlex weather (seed {WEATHER_SEED}, outage climate, {WEATHER_SPEED:g}x speed): one "
+        f"gpt-5-mini request, start_within 1s, every {WEATHER_EVERY:g} s\n"
+        + render_table(headers, table, align="lllllrr")
+    )
 
 
 def _budget(start_within_ms: int | None) -> str:

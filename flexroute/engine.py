@@ -9,8 +9,10 @@ before the client sees the last byte of the answer.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -25,6 +27,7 @@ from flexroute.errors import (
     RequestRejected,
     UpstreamConnectError,
     UpstreamError,
+    UpstreamMalformed,
     UpstreamTimeout,
 )
 from flexroute.forward import Forwarder
@@ -36,8 +39,12 @@ from flexroute.routing.decide import Decision, Reason, Route, decide
 from flexroute.routing.flex import AttemptLog, GaveUp, ProviderError, Started, run_flex
 from flexroute.routing.streaming import StreamRefusals
 from flexroute.settle import price
+from flexroute.tracing import Tracer, traced
 from flexroute.upstream import HOP_BY_HOP, Headers, Upstream, UpstreamRequest, UpstreamResponse
 from flexroute.usage import Tier, Usage
+
+if TYPE_CHECKING:
+    from flexroute.billing.quota import Quota
 
 # Headers flexroute consumes or recomputes rather than forwarding upstream.
 _DROP_UPSTREAM = HOP_BY_HOP | {"x-flex-start-within", "accept-encoding"}
@@ -58,10 +65,14 @@ class Engine:
         gate: Gate | None = None,
         sink: RecordSink | None = None,
         stream_refusals: StreamRefusals | None = None,
+        tracer: Tracer | None = None,
+        quota: Quota | None = None,
     ) -> None:
         self.settings = settings
+        self.tracer = tracer  # None: traces off, nothing is paid for them (flexroute.tracing)
         self.on_record = on_record
         self.gate = gate
+        self.quota = quota
         self.catalog = catalog
         self.upstream = upstream
         self.store = store
@@ -84,24 +95,50 @@ class Engine:
         try:
             ctx = self._context(call, provider, dialect)
         except RequestRejected as error:
+            if self.tracer is not None:
+                self.tracer.refused(call, dialect, error.status)
             return self.reject(dialect, error, call.request_id)
-        if ctx.decision.billable and self.gate is not None:
-            refusal = await self.gate(call)
-            if refusal is not None:  # e.g. 402 for a past-due organisation
-                return self.reject(dialect, refusal, call.request_id)
+        if self.tracer is None:
+            return await self._answer(ctx)
+        ctx.trace = self.tracer.begin(ctx)
+        return await traced(ctx.trace, self._answer(ctx))
+
+    async def _answer(self, ctx: RequestContext) -> Reply:
+        call, dialect = ctx.call, ctx.dialect
         try:
-            if ctx.decision.route is Route.FLEX:
-                ctx.route = Route.FLEX  # until it falls back: a client leaving now left flex
-                return await self._flex(ctx)
-            ctx.reason = ctx.reason or ctx.decision.reason
-            body = self._body_for(ctx, ctx.decision.tier)
-            return await self._single(ctx, body, "passthrough")
-        except anyio.get_cancelled_exc_class():
-            # The client went away while flexroute waited on the provider.
-            if ctx.log.entries:
-                with anyio.CancelScope(shield=True):
+            if ctx.decision.billable and self.gate is not None:
+                refusal = await self.gate(call)
+                if refusal is not None:  # e.g. 402 for a past-due organisation
+                    raise refusal
+            if self.quota is not None:  # spend caps: 402 at a cap, else a reservation
+                ctx.hold = await self.quota.admit(ctx)
+        except RequestRejected as error:
+            return self.reject(dialect, error, call.request_id)
+        try:
+            reply = await self._route(ctx)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                if ctx.log.entries and isinstance(sys.exception(), anyio.get_cancelled_exc_class()):
+                    # The client went away while flexroute waited on the provider.
                     await self.record(ctx, None, None, Status.CLIENT_CLOSED, 499)
+                await self._settle(ctx, None)
             raise
+        if reply.stream is None:  # a stream settles when its record is written
+            await self._settle(ctx, None)
+        return reply
+
+    async def _route(self, ctx: RequestContext) -> Reply:
+        if ctx.decision.route is Route.FLEX:
+            ctx.route = Route.FLEX  # until it falls back: a client leaving now left flex
+            return await self._flex(ctx)
+        ctx.reason = ctx.reason or ctx.decision.reason
+        body = self._body_for(ctx, ctx.decision.tier)
+        return await self._single(ctx, body, "passthrough")
+
+    async def _settle(self, ctx: RequestContext, record: LedgerRecord | None) -> None:
+        """Release the request's place under the spend caps (once; no-op without one)."""
+        if ctx.hold is not None and self.quota is not None:
+            await self.quota.settle(ctx.hold, record)
 
     def reject(self, dialect: Dialect, error: RequestRejected, request_id: str) -> Reply:
         """flexroute's own error, in ``dialect``'s shape; ``x-should-retry`` tells the SDK
@@ -171,9 +208,14 @@ class Engine:
                 flex_bodies[stream] = ctx.dialect.prepare(
                     ctx.body, tier=Tier.FLEX, stream=stream, ask_usage=False
                 )
-            extra = ctx.dialect.attempt_headers(Tier.FLEX, deadline - self.clock())
-            request = self._request(ctx, flex_bodies[stream], stream=stream, extra=extra)
-            return self.upstream.send(request)
+            remaining = deadline - self.clock()
+            extra = ctx.dialect.attempt_headers(Tier.FLEX, remaining)
+            # The total bound starts at the budget's end: it never cuts the flex wait short.
+            total = remaining + self.settings.upstream_total_timeout
+            request = self._request(
+                ctx, flex_bodies[stream], stream=stream, extra=extra, attempt="flex"
+            )
+            return self.upstream.send(replace(request, total=total))
 
         result = await run_flex(
             send,
@@ -202,7 +244,7 @@ class Engine:
 
     async def _single(self, ctx: RequestContext, body: bytes, label: str) -> Reply:
         """One upstream call, relayed as the client asked (passthrough and fallback)."""
-        request = self._request(ctx, body, stream=ctx.wants_stream)
+        request = self._request(ctx, body, stream=ctx.wants_stream, attempt=label)
         began = self.clock()
         try:
             response = await self.upstream.send(request)
@@ -211,23 +253,31 @@ class Engine:
             return self.reject(
                 ctx.dialect, failures.unreachable(ctx.provider, error), ctx.call.request_id
             )
-        except UpstreamTimeout as error:
-            ctx.log.add(label, began, self.clock(), "timed-out", None)
+        except UpstreamError as error:  # it reached the provider: timed out, cut, malformed
+            ctx.log.add(label, began, self.clock(), _outcome(error), None)
             return await self._broken_reply(ctx, error)
         if ctx.wants_stream and response.status == 200:
-            ctx.log.add(label, began, self.clock(), "streaming", 200)
-            return self._stream_reply(ctx, response, None)
+            if _is_event_stream(response):
+                ctx.log.add(label, began, self.clock(), "streaming", 200)
+                return self._stream_reply(ctx, response, None)
+            await response.aclose()
+            ctx.log.add(label, began, self.clock(), "malformed", 200)
+            kind = response.header_map.get("content-type", "no content type")
+            wrong = UpstreamMalformed(f"a streamed answer came as {kind!r}, not an event stream")
+            return await self._broken_reply(ctx, wrong)
         try:
             data = await response.read()
+            facts = None
+            if response.status == 200:
+                facts = ctx.dialect.read_response(data, response.header_map)
         except UpstreamError as error:
-            ctx.log.add(label, began, self.clock(), "broken", response.status)
+            ctx.log.add(label, began, self.clock(), _outcome(error), response.status)
             return await self._broken_reply(ctx, error)
         finally:
             await response.aclose()
         ctx.log.add(label, began, self.clock(), "answered", response.status)
-        if response.status != 200:
+        if facts is None:
             return await self._finish_error(ctx, response.status, list(response.headers), data)
-        facts = ctx.dialect.read_response(data, response.header_map)
         record = await self.record(ctx, facts.usage, facts.tier_served, Status.OK, 200)
         headers = reply_headers(ctx, response.headers, record)
         return Reply(200, headers, data)
@@ -237,7 +287,10 @@ class Engine:
         model refused to stream, from the whole answer that arrived inside the budget)."""
         if started.whole is not None:
             await started.response.aclose()
-            facts = ctx.dialect.read_response(started.whole, started.response.header_map)
+            try:
+                facts = ctx.dialect.read_response(started.whole, started.response.header_map)
+            except UpstreamError as error:
+                return await self._broken_reply(ctx, error)
             record = await self.record(ctx, facts.usage, facts.tier_served, Status.OK, 200)
             return Reply(200, reply_headers(ctx, started.response.headers, record), started.whole)
         observer = started.observer
@@ -246,13 +299,13 @@ class Engine:
                 async for chunk in started.response.aiter_bytes():
                     for event in started.decoder.feed(chunk):
                         observer.observe(event)
+            if not observer.finished:
+                raise UpstreamError("flex stream ended early")
+            body = observer.assemble()
         except UpstreamError as error:
             return await self._broken_reply(ctx, error)
         finally:
             await started.response.aclose()
-        if not observer.finished:
-            return await self._broken_reply(ctx, UpstreamError("flex stream ended early"))
-        body = observer.assemble()
         record = await self.record(ctx, observer.usage, observer.tier_served, Status.OK, 200)
         headers = reply_headers(ctx, started.response.headers, record, content_type=True)
         return Reply(200, headers, body)
@@ -293,7 +346,7 @@ class Engine:
         )
 
     def _request(
-        self, ctx: RequestContext, body: bytes, *, stream: bool, extra: Headers = ()
+        self, ctx: RequestContext, body: bytes, *, stream: bool, attempt: str, extra: Headers = ()
     ) -> UpstreamRequest:
         # An attempt header flexroute sets replaces the client's own of that name, merged by
         # the dialect (Gemini's X-Server-Timeout: the smaller of the two deadlines).
@@ -305,6 +358,8 @@ class Engine:
             headers.append(("x-client-request-id", ctx.call.request_id))
         target = ctx.dialect.upstream_target(ctx.call.upstream_path, ctx.call.query, stream)
         url = ctx.provider.upstream_url(self.base_url(ctx.provider), target)
+        if ctx.trace is not None:  # a child span; its traceparent replaces the client's
+            ctx.trace.attempt(headers, url, attempt)
         return UpstreamRequest("POST", url, headers, body)
 
     async def record(
@@ -351,9 +406,23 @@ class Engine:
             attempt_log=tuple(ctx.log.entries),
         )
         await self.sink.record(record)  # the store, or its spool when the store is down
+        await self._settle(ctx, record)
         if self.on_record is not None:
             self.on_record(record)
+        if ctx.trace is not None:
+            ctx.trace.end(record)
         return record
+
+
+def _outcome(error: UpstreamError) -> str:
+    """The attempt log's word for an answer that failed after it reached the provider."""
+    if isinstance(error, UpstreamTimeout):
+        return "timed-out"
+    return "malformed" if isinstance(error, UpstreamMalformed) else "broken"
+
+
+def _is_event_stream(response: UpstreamResponse) -> bool:
+    return response.header_map.get("content-type", "").lower().startswith("text/event-stream")
 
 
 def _start_within_header(call: Call) -> str | None:

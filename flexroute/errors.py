@@ -9,8 +9,9 @@
      │    └── (status, code, param, message) are shaped into the endpoint's dialect
      ├── UpstreamError          the provider could not be reached or broke off
      │    ├── UpstreamConnectError
-     │    ├── UpstreamStreamBroken   a stream ended without its terminal event
-     │    └── UpstreamTimeout        no headers, or no next byte, within flexroute's bounds
+     │    ├── UpstreamStreamBroken   the answer broke off (before its headers or midway)
+     │    ├── UpstreamMalformed      the answer is not what its API documents
+     │    └── UpstreamTimeout        no headers, no next byte, or no end within the bounds
      ├── LedgerError            the store could not write or read a record
      └── PaymentError           the payment processor could not be asked (outcome unknown)
 
@@ -81,9 +82,17 @@ class UpstreamStreamBroken(UpstreamError):  # noqa: N818 -- reads as the conditi
     """The provider's stream ended or failed before its terminal event."""
 
 
+class UpstreamMalformed(UpstreamError):  # noqa: N818 -- reads as the condition it is
+    """The provider's answer is not what its API documents: a status or header HTTP does not
+    allow, a body that is not what its content type says, a field of the wrong type. Raised
+    where the content is read (``flexroute.upstream`` for the status and headers, the
+    dialects for bodies and events); the client gets flexroute's error, never the content."""
+
+
 class UpstreamTimeout(UpstreamError):  # noqa: N818 -- reads as the condition it is
-    """The provider sent no response headers, or no next byte, within the configured bound
-    (``FLEXROUTE_UPSTREAM_HEADERS_TIMEOUT``, ``FLEXROUTE_UPSTREAM_IDLE_TIMEOUT``)."""
+    """The provider sent no response headers, no next byte, or not the whole answer within
+    the configured bound (``FLEXROUTE_UPSTREAM_HEADERS_TIMEOUT``, ``…_IDLE_TIMEOUT``,
+    ``…_TOTAL_TIMEOUT``)."""
 
 
 class LedgerError(FlexrouteError):

@@ -3,16 +3,20 @@
 Before any byte reached the client, flexroute answers with an error of its own, which its SDK
 may safely retry (``x-should-retry: true`` follows from the status): 502
 ``upstream_unreachable`` (no connection: the message names the provider, never the operator's
-upstream URL, which goes to the server log), 504 ``upstream_timeout`` (no headers or no next
-byte within the bounds) or 502 ``upstream_stream_broken``. After bytes reached it, a stream
-ends with an in-band error event of the same code. The record's status follows the same split.
+upstream URL, which goes to the server log), 504 ``upstream_timeout`` (no headers, no next
+byte or no end within the bounds), 502 ``upstream_stream_broken`` (the answer broke off) or
+502 ``upstream_malformed_response`` (hostile content: a status or header HTTP does not allow,
+a body not of its content type, a field of the wrong type — the provider's content is never
+relayed then). After bytes reached it, a stream ends with an in-band error event of the same
+code. The record's status follows the same split: ``upstream_timeout`` for a bound passed,
+``upstream_error`` for the rest; no connection, no record (nothing reached a provider).
 """
 
 from __future__ import annotations
 
 import logging
 
-from flexroute.errors import RequestRejected, UpstreamError, UpstreamTimeout
+from flexroute.errors import RequestRejected, UpstreamError, UpstreamMalformed, UpstreamTimeout
 from flexroute.ledger.base import Status
 from flexroute.providers import Provider
 
@@ -45,6 +49,14 @@ def broken(error: UpstreamError) -> RequestRejected:
             code="upstream_timeout",
             error_type="api_error",
         )
+    if isinstance(error, UpstreamMalformed):
+        log.warning("malformed upstream answer: %s", error)
+        return RequestRejected(
+            502,
+            f"The provider's answer is not what its API documents ({error}); retry the request.",
+            code="upstream_malformed_response",
+            error_type="api_error",
+        )
     return RequestRejected(
         502,
         f"The provider's answer broke off before it finished ({error}); retry the request.",
@@ -53,8 +65,15 @@ def broken(error: UpstreamError) -> RequestRejected:
     )
 
 
-def in_band(status: Status) -> tuple[str, str]:
+def in_band(status: Status, error: UpstreamError | None = None) -> tuple[str, str]:
     """Message and code of the error event that ends a stream broken (or stalled) midway."""
+    if isinstance(error, UpstreamMalformed):
+        log.warning("malformed upstream stream: %s", error)
+        message = (
+            f"The provider's stream is not what its API documents ({error}); the answer is "
+            "incomplete. Retry the request."
+        )
+        return message, "upstream_malformed_response"
     stalled = status is Status.UPSTREAM_TIMEOUT
     message = (
         f"The provider's stream {'stalled' if stalled else 'broke off'} before it finished; "

@@ -19,11 +19,7 @@ from flexroute import failures
 from flexroute.call import Call, Reply
 from flexroute.context import RequestContext
 from flexroute.dialects.base import START_WITHIN_KEYS, dumps, loads_object
-from flexroute.errors import (
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from flexroute.errors import UpstreamConnectError, UpstreamError
 from flexroute.ledger.base import Status
 from flexroute.providers import Provider
 from flexroute.routing.decide import Decision, Reason, Route
@@ -74,11 +70,11 @@ class Forwarder:
             return engine.reject(
                 ctx.dialect, failures.unreachable(provider, error), call.request_id
             )
-        except UpstreamTimeout as error:
-            ctx.log.add("forward", began, engine.clock(), "timed-out", None)
-            stalled = failures.broken(error)
-            await engine.record(ctx, None, None, Status.UPSTREAM_TIMEOUT, stalled.status)
-            return engine.reject(ctx.dialect, stalled, call.request_id)
+        except UpstreamError as error:  # it reached the provider: timed out, cut, malformed
+            ctx.log.add("forward", began, engine.clock(), "failed", None)
+            rejected = failures.broken(error)
+            await engine.record(ctx, None, None, failures.status_of(error), rejected.status)
+            return engine.reject(ctx.dialect, rejected, call.request_id)
         ctx.log.add("forward", began, engine.clock(), "answered", response.status)
         out = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
         out += [
@@ -93,9 +89,16 @@ class Forwarder:
     ) -> AsyncGenerator[bytes, None]:
         status = Status.CLIENT_CLOSED
         broken: UpstreamError | None = None
+        events = _is_event_stream(response)
+        held = b""  # an event stream's unfinished event: sent once it ends, dropped if cut
         try:
             async for chunk in response.aiter_bytes():
-                yield chunk
+                if events:
+                    chunk, held = _whole_events(held + chunk)
+                if chunk:
+                    yield chunk
+            if held:
+                yield held
             status = Status.OK if response.status < 400 else Status.UPSTREAM_ERROR
         except UpstreamError as error:
             status, broken = failures.status_of(error), error
@@ -104,7 +107,18 @@ class Forwarder:
             with anyio.CancelScope(shield=True):
                 await self._engine.record(ctx, None, None, status, response.status)
         if broken is not None:
-            if response.header_map.get("content-type", "").startswith("text/event-stream"):
-                yield ctx.dialect.stream_error(*failures.in_band(status))
+            if events:  # after the last whole event: the client's SSE parser reads the error
+                yield ctx.dialect.stream_error(*failures.in_band(status, broken))
                 return
             raise broken  # the relay aborts the client's connection: never a clean, cut body
+
+
+def _is_event_stream(response: UpstreamResponse) -> bool:
+    return response.header_map.get("content-type", "").lower().startswith("text/event-stream")
+
+
+def _whole_events(data: bytes) -> tuple[bytes, bytes]:
+    """``data`` split after its last blank line (an event's end): what can go, what waits."""
+    ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := data.rfind(sep)) >= 0]
+    end = max(ends, default=0)
+    return data[:end], data[end:]

@@ -42,6 +42,7 @@ async def relay_stream(
         observer, decoder, held = started.observer, started.decoder, started.held
         first = b"".join(started.sent)
     status = Status.CLIENT_CLOSED
+    broken: UpstreamError | None = None
     try:
         if first:
             yield first
@@ -55,15 +56,18 @@ async def relay_stream(
                 yield b"".join(out)
         status = Status.OK if observer.finished else Status.UPSTREAM_ERROR
     except UpstreamError as error:
-        status = failures.status_of(error)
+        status, broken = failures.status_of(error), error
+    except Exception:
+        status = Status.PROXY_ERROR  # flexroute's own failure: never "the client left"
+        raise
     finally:
         await response.aclose()
-        if status == Status.CLIENT_CLOSED:
+        if status in (Status.CLIENT_CLOSED, Status.PROXY_ERROR):
             with anyio.CancelScope(shield=True):
                 await engine.record(ctx, observer.usage, observer.tier_served, status, 200)
     record = await engine.record(ctx, observer.usage, observer.tier_served, status, 200)
     if status is not Status.OK:
-        yield ctx.dialect.stream_error(*failures.in_band(status))
+        yield ctx.dialect.stream_error(*failures.in_band(status, broken))
         return
     comment = cost_comment(record) if ctx.dialect.sse_comments else b""
     yield b"".join(held) + comment

@@ -2,7 +2,8 @@
 
 The proxy (:func:`flexroute.proxy.create_app`), the SDK wrapper (:mod:`flexroute.transport`)
 and any later face call :func:`build_runtime`, so every face gets the same engine with the
-same features — the billing gate (402 for past-due organisations), metrics, the ledger and
+same features — the billing gate (402 for past-due organisations and for free credit used
+up), the spend caps (:mod:`flexroute.billing.quota`, gateway mode), metrics, the ledger and
 the upstream pool — and closes them the same way. Nothing else assembles an :class:`Engine`.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import anyio
 
 from flexroute.billing.gate import BillingGate
+from flexroute.billing.quota import Quota
 from flexroute.catalog import Catalog, default_catalog
 from flexroute.config import Settings
 from flexroute.engine import Engine
@@ -21,6 +23,7 @@ from flexroute.ledger import LedgerRecord, SpooledWriter, Store, open_store, spo
 from flexroute.limits import Limiter, limiter_for
 from flexroute.logs import request_line
 from flexroute.metrics import Metrics
+from flexroute.tracing import Tracer, tracing_from_env
 from flexroute.upstream import AiohttpUpstream, Bounds, Upstream
 
 __all__ = ["Runtime", "build_runtime"]
@@ -38,6 +41,8 @@ class Runtime:
     metrics: Metrics
     gate: BillingGate
     limiter: Limiter
+    quota: Quota
+    tracer: Tracer | None = None
 
     async def aclose(self) -> None:
         with anyio.move_on_after(5):  # what the store can take back before it closes
@@ -45,6 +50,8 @@ class Runtime:
         await self.upstream.aclose()
         await self.limiter.aclose()
         await self.store.aclose()
+        if self.tracer is not None:
+            await self.tracer.aclose()  # bounded: pending spans get 5 s to leave
 
 
 def build_runtime(
@@ -55,16 +62,26 @@ def build_runtime(
     catalog: Catalog | None = None,
     limiter: Limiter | None = None,
     gate_ttl: float = 2.0,
+    quota_ttl: float = 2.0,
     on_record: Callable[[LedgerRecord], None] | None = None,
+    tracer: Tracer | None = None,
+    trace_kind: str = "server",
 ) -> Runtime:
     """Build the engine for ``settings``; given parts are used as they are (tests, the
     wrapper's own upstream), the rest made from the settings. ``on_record`` hears every
-    ledger record after the metrics have counted it and its log line is written."""
+    ledger record after the metrics have counted it and its log line is written. Traces
+    follow the ``OTEL_*`` variables (:mod:`flexroute.tracing`) unless ``tracer`` is given;
+    the request's span is of ``trace_kind`` (``server`` in the proxy, ``internal`` in the
+    SDK wrapper)."""
+    tracer = tracer or tracing_from_env(kind=trace_kind)
     upstream = upstream or AiohttpUpstream(Bounds.from_settings(settings))
     store = store or open_store(settings.database_url)
     catalog = catalog or default_catalog()
     metrics = Metrics(catalog)
-    gate = BillingGate(store, ttl=gate_ttl)
+    gate = BillingGate(store, ttl=gate_ttl, credit=settings.free_credit_usd > 0)
+    quota = Quota(
+        store, fee_rate=settings.fee_rate, ttl=quota_ttl, timeout=settings.ledger_write_timeout
+    )
     limiter = limiter or limiter_for(
         settings, on_fallback=lambda: metrics.count("ratelimit_fallback")
     )
@@ -88,5 +105,7 @@ def build_runtime(
         on_record=recorded,
         gate=gate,
         sink=writer,
+        tracer=tracer,
+        quota=quota,
     )
-    return Runtime(settings, engine, store, writer, upstream, metrics, gate, limiter)
+    return Runtime(settings, engine, store, writer, upstream, metrics, gate, limiter, quota, tracer)

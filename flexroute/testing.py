@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -91,9 +91,12 @@ class RunningEmulator:
 
 
 @contextmanager
-def emulator(config: EmulatorConfig | None = None) -> Iterator[RunningEmulator]:
+def emulator(
+    config: EmulatorConfig | None = None, clock: Callable[[], float] | None = None
+) -> Iterator[RunningEmulator]:
     """Run the emulator in a thread. Default config: ``fast=True`` (answers at once unless a
-    request's ``x-emulator`` header says otherwise), so tests state the delays they need."""
-    app = create_app(config or EmulatorConfig(fast=True))
+    request's ``x-emulator`` header says otherwise), so tests state the delays they need.
+    ``clock`` drives the flex weather (``EmulatorConfig.weather``), so a test can set it."""
+    app = create_app(config or EmulatorConfig(fast=True), clock)
     with serve_in_thread(app) as url:
         yield RunningEmulator(url, app)

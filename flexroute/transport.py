@@ -156,6 +156,7 @@ class _Core:
             catalog=options.catalog,
             upstream=options.upstream(Bounds.from_settings(options.settings)),
             on_record=self._on_record,
+            trace_kind="internal",  # the caller's current span, if any, is the parent
         )
 
     async def handle(self, engine: Engine, call: Call, read_timeout: float | None) -> Reply:

@@ -7,12 +7,25 @@ which lives inside ``httpx2`` already. Both follow no redirects, pool connection
 connection (never return it to the pool) when a response is abandoned half-read — that is
 how a flex attempt is cancelled at its deadline.
 
-Foreign errors (aiohttp, httpx2) are translated here, and only here, into
-:class:`~flexroute.errors.UpstreamConnectError` / :class:`~flexroute.errors.UpstreamStreamBroken`.
+Foreign errors (aiohttp, httpx2) are translated here, and only here: no connection is
+:class:`~flexroute.errors.UpstreamConnectError` (the request never reached the provider); a
+connection that broke off, before the response headers or midway, is
+:class:`~flexroute.errors.UpstreamStreamBroken`; a bound passed is
+:class:`~flexroute.errors.UpstreamTimeout`. The response head is checked here too: a status
+HTTP does not define (outside 200–599: ``999``) or a header holding a control character is
+:class:`~flexroute.errors.UpstreamMalformed`, so no such answer is relayed to a client.
+
+**Bounds** (:class:`Bounds`, from ``FLEXROUTE_UPSTREAM_*``): connect; request sent → response
+headers; the silence between two reads of the body; and the whole answer, request sent → last
+byte (``total``; a request may set its own, as a flex attempt does so that its budget is
+never cut short). The total bound costs one timer per response, not one per read: when it
+fires the response is closed and the read in progress ends as an ``UpstreamTimeout``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,7 +35,13 @@ import anyio
 import httpx2
 
 from flexroute.config import Settings
-from flexroute.errors import UpstreamConnectError, UpstreamStreamBroken, UpstreamTimeout
+from flexroute.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamMalformed,
+    UpstreamStreamBroken,
+    UpstreamTimeout,
+)
 
 Headers = Sequence[tuple[str, str]]
 
@@ -52,6 +71,7 @@ class Bounds:
     headers: float = 600.0  # request sent → response headers (a whole non-streaming answer)
     idle: float = 300.0  # between two reads of a response body
     per_host: int = 100  # open connections to one provider host, pooled or in use
+    total: float = 1800.0  # request sent → the answer's last byte
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Bounds:
@@ -60,6 +80,7 @@ class Bounds:
             settings.upstream_headers_timeout,
             settings.upstream_idle_timeout,
             settings.upstream_connections_per_host,
+            settings.upstream_total_timeout,
         )
 
 
@@ -69,6 +90,24 @@ class UpstreamRequest:
     url: str
     headers: Headers
     body: bytes
+    total: float | None = None  # seconds for the whole answer from sending; None: Bounds.total
+
+
+# C0 controls but horizontal tab, and DEL: never valid in a field (RFC 9110 §5.5).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def check_head(status: int, headers: Headers) -> None:
+    """An answer HTTP does not allow is the provider's malformed answer, never relayed."""
+    if not 200 <= status <= 599:
+        raise UpstreamMalformed(
+            f"the provider answered with HTTP status {status}, not one HTTP defines"
+        )
+    if _CONTROL.search(" ".join(f"{k} {v}" for k, v in headers)):
+        name = next(k for k, v in headers if _CONTROL.search(f"{k} {v}"))
+        raise UpstreamMalformed(
+            f"the provider's response header {name!r} holds a control character"
+        )
 
 
 class UpstreamResponse(Protocol):
@@ -109,31 +148,42 @@ class _ResponseBase:
 
 
 class _AiohttpResponse(_ResponseBase):
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, total: float, remaining: float) -> None:
         super().__init__(
             response.status,
             [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in response.raw_headers],
         )
         self._response = response
+        self._total = total
+        self._expired = False
+        self._timer = asyncio.get_running_loop().call_later(max(remaining, 0.0), self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._response.close()  # the read in progress fails; _failed says why
+
+    def _failed(self, exc: BaseException, what: str) -> UpstreamError:
+        if self._expired:
+            return UpstreamTimeout(f"the provider's answer took longer than {self._total:g} s")
+        if isinstance(exc, TimeoutError):  # aiohttp's sock_read: the idle bound
+            return UpstreamTimeout(f"the provider's {what} stalled")
+        return UpstreamStreamBroken(f"upstream {what} failed: {type(exc).__name__}")
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
-        except TimeoutError as exc:  # aiohttp's sock_read: the idle bound
-            raise UpstreamTimeout("the provider's stream stalled") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamStreamBroken(f"upstream stream failed: {type(exc).__name__}") from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._failed(exc, "stream") from exc
 
     async def read(self) -> bytes:
         try:
             return await self._response.read()
-        except TimeoutError as exc:
-            raise UpstreamTimeout("the provider's answer stalled") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamStreamBroken(f"upstream body failed: {type(exc).__name__}") from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._failed(exc, "answer") from exc
 
     async def aclose(self) -> None:
+        self._timer.cancel()
         if self._response.content.at_eof():
             self._response.release()
         else:
@@ -173,8 +223,10 @@ class AiohttpUpstream:
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         session = self._get_session()
+        total = self.bounds.total if request.total is None else request.total
+        began = anyio.current_time()
         try:
-            with anyio.fail_after(self.bounds.headers):
+            with anyio.fail_after(min(self.bounds.headers, total)):
                 response = await session.request(
                     request.method,
                     request.url,
@@ -183,18 +235,28 @@ class AiohttpUpstream:
                     allow_redirects=False,
                 )
         except aiohttp.ConnectionTimeoutError as exc:
-            raise UpstreamConnectError(
-                f"could not reach {_origin(request.url)}: {type(exc).__name__}"
-            ) from exc
+            raise _unreachable(request, exc) from exc
         except TimeoutError as exc:
             raise UpstreamTimeout(
                 f"{_origin(request.url)} sent no response headers in time"
             ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamConnectError(
-                f"could not reach {_origin(request.url)}: {type(exc).__name__}"
+        except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS: never reached it
+            raise _unreachable(request, exc) from exc
+        except aiohttp.ClientResponseError as exc:  # a response head aiohttp cannot parse
+            raise UpstreamMalformed(
+                f"the provider's response head is not valid HTTP ({exc.message})"
             ) from exc
-        return _AiohttpResponse(response)
+        except (aiohttp.ClientError, OSError) as exc:  # connected, sent, then cut off
+            raise UpstreamStreamBroken(
+                f"the provider broke off before its response headers: {type(exc).__name__}"
+            ) from exc
+        answer = _AiohttpResponse(response, total, total - (anyio.current_time() - began))
+        try:
+            check_head(answer.status, answer.headers)
+        except UpstreamMalformed:
+            await answer.aclose()
+            raise
+        return answer
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -203,12 +265,13 @@ class AiohttpUpstream:
 
 
 class _Httpx2Response(_ResponseBase):
-    def __init__(self, response: httpx2.Response) -> None:
+    def __init__(self, response: httpx2.Response, total: float, deadline: float) -> None:
         super().__init__(
             response.status_code,
             [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in response.headers.raw],
         )
         self._response = response
+        self._total, self._deadline = total, deadline
         self._done = False
         # One raw iterator for the whole body: the engine resumes the stream it began reading
         # (httpx2 refuses a second ``aiter_raw``).
@@ -219,25 +282,31 @@ class _Httpx2Response(_ResponseBase):
             self._raw = self._response.aiter_raw()
         return self._raw
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+    async def _next(self, what: str) -> bytes | None:
+        """The next chunk (None at the end) within the total bound, errors translated."""
         try:
-            async for chunk in self._chunks():
-                yield chunk
+            with anyio.fail_after(max(self._deadline - anyio.current_time(), 0.0)):
+                return await anext(self._chunks(), None)
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"the provider's answer took longer than {self._total:g} s"
+            ) from exc
         except httpx2.TimeoutException as exc:
-            raise UpstreamTimeout("the provider's stream stalled") from exc
+            raise UpstreamTimeout(f"the provider's {what} stalled") from exc
         except httpx2.HTTPError as exc:
-            raise UpstreamStreamBroken(f"upstream stream failed: {type(exc).__name__}") from exc
+            raise UpstreamStreamBroken(f"upstream {what} failed: {type(exc).__name__}") from exc
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._next("stream")) is not None:
+            yield chunk
         self._done = True
 
     async def read(self) -> bytes:
-        try:
-            body = b"".join([chunk async for chunk in self._chunks()])
-        except httpx2.TimeoutException as exc:
-            raise UpstreamTimeout("the provider's answer stalled") from exc
-        except httpx2.HTTPError as exc:
-            raise UpstreamStreamBroken(f"upstream body failed: {type(exc).__name__}") from exc
+        chunks = []
+        while (chunk := await self._next("answer")) is not None:
+            chunks.append(chunk)
         self._done = True
-        return body
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -271,21 +340,35 @@ class Httpx2Upstream:
         built = self._client.build_request(
             request.method, request.url, headers=list(request.headers), content=request.body
         )
+        total = self.bounds.total if request.total is None else request.total
+        deadline = anyio.current_time() + total
         try:
-            with anyio.fail_after(self.bounds.headers):
+            with anyio.fail_after(min(self.bounds.headers, total)):
                 response = await self._client.send(built, stream=True)
         except (TimeoutError, httpx2.ReadTimeout) as exc:
             raise UpstreamTimeout(
                 f"{_origin(request.url)} sent no response headers in time"
             ) from exc
-        except httpx2.HTTPError as exc:
-            raise UpstreamConnectError(
-                f"could not reach {_origin(request.url)}: {type(exc).__name__}"
+        except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.ProxyError) as exc:
+            raise _unreachable(request, exc) from exc
+        except httpx2.HTTPError as exc:  # connected, sent, then cut off (or not HTTP at all)
+            raise UpstreamStreamBroken(
+                f"the provider broke off before its response headers: {type(exc).__name__}"
             ) from exc
-        return _Httpx2Response(response)
+        answer = _Httpx2Response(response, total, deadline)
+        try:
+            check_head(answer.status, answer.headers)
+        except UpstreamMalformed:
+            await answer.aclose()
+            raise
+        return answer
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _unreachable(request: UpstreamRequest, exc: BaseException) -> UpstreamConnectError:
+    return UpstreamConnectError(f"could not reach {_origin(request.url)}: {type(exc).__name__}")
 
 
 def _origin(url: str) -> str:

@@ -25,3 +25,21 @@ class TestDemo:
         assert not ledger.exists()
         rows = [line for line in done.stdout.splitlines() if line.startswith("chat, flex")]
         assert any(" flex " in row and "2s" in row for row in rows)
+
+    def test_weather_segment_shows_an_outage_and_the_recovery(self) -> None:
+        """``demo --weather``: flex served in calm, never in the outage, served again after."""
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        done = subprocess.run(
+            [sys.executable, "-m", "flexroute.cli", "demo", "--weather"],
+            capture_output=True, text=True, timeout=300, env=env, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        timeline = done.stdout.split("Flex weather (seed")[1].split("What next")[0]
+        rows = [line.split() for line in timeline.splitlines()[3:] if line.strip()]
+        states = [row[1] for row in rows]  # row: weather s, state, route, ...
+        assert "outage" in states
+        outage = states.index("outage")
+        served = [i for i, row in enumerate(rows) if row[2] == "flex"]  # route flex: served flex
+        assert all(states[i] != "outage" for i in served)
+        assert any(i < outage and states[i] == "calm" for i in served)
+        assert any(i > outage and states[i] in ("recovery", "calm") for i in served)

@@ -57,3 +57,14 @@ class TestSSEDecoder:
         assert events[0].event == "error"
         assert events[0].data == '{"x":1}'
         assert events[1].data == ""
+
+    @given(st.lists(st.integers(min_value=1, max_value=len(STREAM)), max_size=12))
+    def test_crlf_streams_split_anywhere_give_the_same_events(self, cuts: list[int]) -> None:
+        """A "\\r\\n" split between two reads is one line ending, not two."""
+        crlf = STREAM.replace(b"\n", b"\r\n")
+        points = sorted({min(c * 2, len(crlf)) for c in cuts})
+        pieces = [crlf[a:b] for a, b in zip([0, *points], [*points, len(crlf)], strict=True)]
+        decoder = SSEDecoder()
+        events = [e for piece in pieces for e in decoder.feed(piece)]
+        assert b"".join(e.raw for e in events) == STREAM
+        assert decoder.pending == b""

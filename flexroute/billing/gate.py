@@ -1,7 +1,9 @@
 """The gate the engine awaits before every billable flex request (SPEC §4).
 
-A past-due organisation gets 402 with what failed, the amount due and how to clear it; every
-other route never reaches the gate. States are cached for ``ttl`` seconds per organisation
+A past-due organisation gets 402 with what failed, the amount due and how to clear it; with
+free credit on (``FLEXROUTE_FREE_CREDIT_USD``), an organisation whose credit is used up and
+that has no card on file gets 402 ``insufficient_quota`` (flex.ai's shape). Every other route
+never reaches the gate. States are cached for ``ttl`` seconds per organisation
 (another process — the CLI, another replica — may change them); a change made in this process
 calls :meth:`BillingGate.forget`, so past-due lifts at once when a charge succeeds here.
 """
@@ -36,9 +38,15 @@ class BillingGate:
     """
 
     def __init__(
-        self, store: Store, *, ttl: float = 2.0, clock: Callable[[], float] = anyio.current_time
+        self,
+        store: Store,
+        *,
+        ttl: float = 2.0,
+        clock: Callable[[], float] = anyio.current_time,
+        credit: bool = False,
     ) -> None:
         self.store = store
+        self.credit = credit  # free credit is on: read the org's sums, not only its state
         self.ttl = ttl
         self.clock = clock
         self._cache: dict[str, tuple[float, RequestRejected | None]] = {}
@@ -63,7 +71,13 @@ class BillingGate:
         self._pending[org_id] = event = anyio.Event()
         try:
             verdict = None
-            if await self.store.org_state(org_id) == PAST_DUE:
+            if self.credit:
+                org = await self.store.org(org_id)
+                if org.state == PAST_DUE:
+                    verdict = payment_required(org)
+                elif org.out_of_credit:
+                    verdict = insufficient_quota(org)
+            elif await self.store.org_state(org_id) == PAST_DUE:
                 org = await self.store.org(org_id)
                 verdict = payment_required(org) if org.state == PAST_DUE else None
             self._cache[org_id] = (self.clock(), verdict)
@@ -90,6 +104,29 @@ def payment_required(org: Org) -> RequestRejected:
         code="payment_required",
         error_type="payment_required",
         extra={"reason": reason, "amount_due_usd": format_usd(due)},
+    )
+
+
+def insufficient_quota(org: Org) -> RequestRejected:
+    """flex.ai's 402 when the free credit runs out: type ``insufficient_quota``, naming the
+    credit used and how to continue."""
+    message = (
+        f"Insufficient credit: the free credit of ${_dollars(org.credit)} is used up "
+        f"(fees owed beyond it: ${_dollars(org.unpaid_balance)}). Add a card on the Billing "
+        "page to continue; billable flex requests resume at once. Default, priority and auto "
+        "routing keep working."
+    )
+    return RequestRejected(
+        402,
+        message,
+        code="insufficient_quota",
+        error_type="insufficient_quota",
+        extra={
+            "credit_usd": format_usd(org.credit),
+            "credit_left_usd": format_usd(org.credit_left),
+            "amount_due_usd": format_usd(org.unpaid_balance),
+        },
+        retryable=False,
     )
 
 

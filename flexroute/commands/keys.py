@@ -24,8 +24,12 @@ async def create(org_id: str, tier: str) -> int:
         raise ConfigError("--org must name an organisation")
     key_id, key = new_key()
     record = ApiKey(key_id, org_id, tier, False, dt.datetime.now(dt.UTC))
-    async with store_for(load_settings()) as store:
+    settings = load_settings()
+    async with store_for(settings) as store:
+        new_org = not await store.keys(org_id)
         await store.create_key(record, hash_key(key))
+        if new_org and settings.free_credit_usd > 0:  # FLEXROUTE_FREE_CREDIT_USD, once per org
+            await store.grant_credit(org_id, settings.free_credit_usd)
     print(key)
     print(
         f"key {key_id} for {org_id} ({tier}); shown once, store it now. "

@@ -15,6 +15,7 @@ from flexroute.dialects.base import (
     dumps,
     int_field,
     loads_object,
+    usage_object,
 )
 from flexroute.errors import RequestRejected
 from flexroute.usage import Tier, Usage
@@ -98,7 +99,8 @@ class OpenAIDialect(Dialect):
 
 def chat_usage(usage: object) -> Usage | None:
     """Usage from a chat-completions ``usage`` object (prompt tokens include cached ones)."""
-    if not isinstance(usage, Mapping):
+    usage = usage_object(usage, "usage")
+    if usage is None:
         return None
     return _usage(
         int_field(usage, "prompt_tokens"),
@@ -109,7 +111,8 @@ def chat_usage(usage: object) -> Usage | None:
 
 def responses_usage(usage: object) -> Usage | None:
     """Usage from a Responses API ``usage`` object."""
-    if not isinstance(usage, Mapping):
+    usage = usage_object(usage, "usage")
+    if usage is None:
         return None
     return _usage(
         int_field(usage, "input_tokens"),

@@ -21,12 +21,16 @@ from flexroute.dialects.base import (
     Observer,
     RequestFacts,
     ResponseFacts,
+    answer_object,
+    check_event_data,
     dumps,
+    event_object,
     int_field,
-    loads_object,
+    objects,
+    usage_object,
 )
 from flexroute.dialects.sse import SSEEvent, encode_event
-from flexroute.errors import RequestRejected
+from flexroute.errors import RequestRejected, UpstreamMalformed
 from flexroute.usage import Tier, Usage
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
@@ -57,7 +61,9 @@ class AnthropicDialect(Dialect):
         return dumps({k: v for k, v in body.items() if k != "start_within"})
 
     def read_response(self, body: bytes, headers: Mapping[str, str]) -> ResponseFacts:
-        usage = (loads_object(body) or {}).get("usage")
+        obj = answer_object(body, headers)
+        objects(obj.get("content"), "content")
+        usage = obj.get("usage")
         return ResponseFacts(anthropic_usage(usage), self._tier(usage))
 
     def _tier(self, usage: object) -> Tier | None:
@@ -89,7 +95,8 @@ class AnthropicDialect(Dialect):
 
 def anthropic_usage(usage: object, previous: Usage | None = None) -> Usage | None:
     """Usage from an Anthropic ``usage`` object; counts absent here keep ``previous`` values."""
-    if not isinstance(usage, Mapping):
+    usage = usage_object(usage, "usage")
+    if usage is None:
         return previous
     base = previous or Usage()
 
@@ -128,17 +135,21 @@ class AnthropicObserver(Observer):
         self.started = True
         kind = event.event
         if kind == "message_start":
-            message = (loads_object(event.data) or {}).get("message")
-            usage = message.get("usage") if isinstance(message, Mapping) else None
+            message = (event_object(event) or {}).get("message")
+            if not isinstance(message, Mapping):
+                raise UpstreamMalformed("message_start has no message object")
+            objects(message.get("content"), "message.content")
+            usage = message.get("usage")
             self.usage = anthropic_usage(usage)
             self.tier_served = self._dialect._tier(usage) or self.tier_served
         elif kind == "message_delta":
-            usage = (loads_object(event.data) or {}).get("usage")
+            usage = (event_object(event) or {}).get("usage")
             self.usage = anthropic_usage(usage, self.usage)
             self.tier_served = self._dialect._tier(usage) or self.tier_served
-        elif kind == "message_stop":
-            self.finished = True
         elif kind == "error":
-            error = (loads_object(event.data) or {}).get("error")
+            error = (event_object(event) or {}).get("error")
             self.failure = error if isinstance(error, dict) else {}
+        else:
+            check_event_data(event)
+            self.finished = self.finished or kind == "message_stop"
         return event.raw

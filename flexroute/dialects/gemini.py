@@ -22,11 +22,16 @@ from flexroute.dialects.base import (
     ErrorKind,
     JSONDict,
     Observer,
+    Pieces,
     RequestFacts,
     ResponseFacts,
+    answer_object,
     dumps,
+    event_object,
     int_field,
     loads_object,
+    objects,
+    usage_object,
 )
 from flexroute.dialects.sse import SSEEvent, encode_event
 from flexroute.errors import RequestRejected
@@ -48,6 +53,7 @@ def is_gemini_path(path: str) -> bool:
 class GeminiDialect(Dialect):
     provider = "gemini"
     name = "gemini"
+    operation = "generate_content"
     sse_comments = False  # google-genai parses every non-empty SSE line as JSON
     wire_tiers: Mapping[Tier, str] = MappingProxyType(
         {Tier.STANDARD: "standard", Tier.FLEX: "flex", Tier.PRIORITY: "priority"}
@@ -105,7 +111,8 @@ class GeminiDialect(Dialect):
         return client.strip()
 
     def read_response(self, body: bytes, headers: Mapping[str, str]) -> ResponseFacts:
-        obj = loads_object(body) or {}
+        obj = answer_object(body, headers)
+        objects(obj.get("candidates"), "candidates")
         return ResponseFacts(gemini_usage(obj.get("usageMetadata")), self._served(headers))
 
     def _served(self, headers: Mapping[str, str]) -> Tier | None:
@@ -149,7 +156,8 @@ def gemini_usage(meta: object) -> Usage | None:
     """Usage from ``usageMetadata``, with its per-modality breakdown (``promptTokensDetails``
     and ``toolUsePromptTokensDetails``, ``cacheTokensDetails``, ``candidatesTokensDetails``:
     lists of ``{modality, tokenCount}``) so that audio is priced as audio."""
-    if not isinstance(meta, Mapping):
+    meta = usage_object(meta, "usageMetadata")
+    if meta is None:
         return None
     prompt = int_field(meta, "promptTokenCount") + int_field(meta, "toolUsePromptTokenCount")
     return Usage(
@@ -176,9 +184,7 @@ def _modalities(meta: Mapping[str, Any], *keys: str) -> dict[str, int]:
 
 
 def _has_output(chunk: JSONDict) -> bool:
-    for candidate in chunk.get("candidates") or []:
-        if not isinstance(candidate, Mapping):
-            continue
+    for candidate in objects(chunk.get("candidates"), "candidates"):
         if candidate.get("finishReason"):
             return True
         parts = (candidate.get("content") or {}).get("parts") or []
@@ -198,7 +204,7 @@ class GeminiObserver(Observer):
         return b'"finishReason"' in event.raw
 
     def observe(self, event: SSEEvent) -> bytes | None:
-        chunk = loads_object(event.data)
+        chunk = event_object(event)
         if chunk is None:
             return event.raw
         if "error" in chunk:
@@ -254,10 +260,13 @@ def _append_parts(parts: list[JSONDict], new: list[Any]) -> None:
             last is not None
             and set(part) <= {"text", "thought"}
             and set(last) <= {"text", "thought"}
-            and "text" in part
-            and "text" in last
+            and isinstance(part.get("text"), str)
+            and isinstance(last.get("text"), Pieces)
             and bool(last.get("thought")) == bool(part.get("thought"))
         ):
-            last["text"] += part["text"]
+            last["text"].add(part["text"])  # joined once, when the body is written
         else:
-            parts.append(dict(part))
+            copied = dict(part)
+            if isinstance(copied.get("text"), str):
+                copied["text"] = Pieces(copied["text"])
+            parts.append(copied)

@@ -66,9 +66,12 @@ from flexroute.dialects.base import (
     ErrorKind,
     JSONDict,
     Observer,
+    Pieces,
     RequestFacts,
     ResponseFacts,
+    answer_object,
     dumps,
+    event_object,
     int_field,
     loads_object,
 )
@@ -135,7 +138,7 @@ class InteractionsDialect(Dialect):
         return _GENERATE.merge_attempt_header(name, ours, client)
 
     def read_response(self, body: bytes, headers: Mapping[str, str]) -> ResponseFacts:
-        obj = loads_object(body) or {}
+        obj = answer_object(body, headers)
         served = self.tier_from_wire(obj.get("service_tier"))
         return ResponseFacts(
             interactions_usage(obj.get("usage")), served or self._header_tier(headers)
@@ -209,7 +212,7 @@ class InteractionsObserver(Observer):
         self._assemble = assemble
         self._interaction: JSONDict = {}
         self._steps: dict[int, JSONDict] = {}
-        self._arguments: dict[int, str] = {}  # function-call arguments streamed as JSON text
+        self._arguments: dict[int, Pieces] = {}  # function-call arguments streamed as JSON
         self._legacy = False  # content.* events: the resource's ``outputs``, not ``steps``
 
     def is_terminal(self, event: SSEEvent) -> bool:
@@ -218,7 +221,7 @@ class InteractionsObserver(Observer):
         return b'"interaction.complete' in event.raw
 
     def observe(self, event: SSEEvent) -> bytes | None:
-        data = loads_object(event.data)
+        data = event_object(event)
         if data is None:
             return event.raw
         kind = data.get("event_type", event.event)
@@ -281,9 +284,7 @@ class InteractionsObserver(Observer):
         step = self._steps.setdefault(index, _step_for(delta, legacy=self._legacy))
         kind = delta.get("type")
         if kind == "arguments_delta":
-            self._arguments[index] = self._arguments.get(index, "") + str(
-                delta.get("arguments") or ""
-            )
+            self._arguments.setdefault(index, Pieces()).add(str(delta.get("arguments") or ""))
         elif self._legacy and kind == "text":
             _merge_text(step, delta)
         elif self._legacy:
@@ -302,7 +303,8 @@ class InteractionsObserver(Observer):
 
     def assemble(self) -> bytes:
         assert self._assemble, "observer was created without assemble=True"
-        for index, text in self._arguments.items():
+        for index, pieces in self._arguments.items():
+            text = str(pieces)
             try:
                 self._steps[index]["arguments"] = json.loads(text) if text else {}
             except ValueError:
@@ -335,7 +337,11 @@ def _step_for(delta: Mapping[str, Any], *, legacy: bool) -> JSONDict:
 
 
 def _merge_text(item: JSONDict, delta: Mapping[str, Any]) -> None:
-    item["text"] = str(item.get("text") or "") + str(delta.get("text") or "")
+    """Join a text delta to ``item``'s text, in linear time (see :class:`Pieces`)."""
+    text = item.get("text")
+    if not isinstance(text, Pieces):
+        item["text"] = text = Pieces(str(text or ""))
+    text.add(str(delta.get("text") or ""))
 
 
 def _append_content(content: list[Any], delta: JSONDict) -> None:

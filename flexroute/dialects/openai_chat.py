@@ -13,9 +13,12 @@ from flexroute.dialects._openai import OpenAIDialect, chat_usage
 from flexroute.dialects.base import (
     JSONDict,
     Observer,
+    Pieces,
     ResponseFacts,
+    answer_object,
     dumps,
-    loads_object,
+    event_object,
+    objects,
 )
 from flexroute.dialects.sse import SSEEvent, encode_event
 
@@ -35,7 +38,8 @@ class ChatDialect(OpenAIDialect):
         body["stream_options"]["include_usage"] = True
 
     def read_response(self, body: bytes, headers: Mapping[str, str]) -> ResponseFacts:
-        obj = loads_object(body) or {}
+        obj = answer_object(body, headers)
+        objects(obj.get("choices"), "choices")
         return ResponseFacts(
             chat_usage(obj.get("usage")), self.tier_from_wire(obj.get("service_tier"))
         )
@@ -62,7 +66,7 @@ class ChatObserver(Observer):
         if event.data == "[DONE]":
             self.finished = True
             return event.raw
-        chunk = loads_object(event.data)
+        chunk = event_object(event)
         if chunk is None:
             return event.raw
         if "error" in chunk:
@@ -74,8 +78,8 @@ class ChatObserver(Observer):
         usage = chunk.get("usage")
         if usage is not None:
             self.usage = chat_usage(usage)
-        choices = chunk.get("choices")
-        if not self.started and isinstance(choices, list):
+        choices = objects(chunk.get("choices"), "choices")
+        if not self.started:
             self.started = any(_is_output(choice) for choice in choices)
         if self._assembler is not None:
             self._assembler.add(chunk)
@@ -153,8 +157,9 @@ class ChatAssembler:
         if isinstance(logprobs, Mapping):
             merged = state["logprobs"] or {"content": None, "refusal": None}
             for key in ("content", "refusal"):
-                if logprobs.get(key) is not None:
-                    merged[key] = (merged[key] or []) + list(logprobs[key])
+                if isinstance(logprobs.get(key), list):
+                    merged[key] = merged[key] or []
+                    merged[key].extend(logprobs[key])  # in place: linear in the answer
             state["logprobs"] = merged
         delta = choice.get("delta")
         if not isinstance(delta, Mapping):
@@ -163,9 +168,10 @@ class ChatAssembler:
             state["role"] = delta["role"]
         for key in ("content", "refusal"):
             if isinstance(delta.get(key), str):
-                state[key] = (state[key] or "") + delta[key]
-        if delta.get("annotations"):
-            state["annotations"] = (state["annotations"] or []) + list(delta["annotations"])
+                _append_text(state, key, delta[key])
+        if isinstance(delta.get("annotations"), list) and delta["annotations"]:
+            state["annotations"] = state["annotations"] or []
+            state["annotations"].extend(delta["annotations"])
         if isinstance(delta.get("function_call"), Mapping):
             state["function_call"] = _merge_call(state["function_call"], delta["function_call"])
         for call in delta.get("tool_calls") or []:
@@ -212,16 +218,28 @@ class ChatAssembler:
         return body
 
 
+def _append_text(target: JSONDict, key: str, text: str) -> None:
+    """Add a delta's text to ``target[key]`` (None or :class:`Pieces`), in linear time."""
+    if target[key] is None:
+        target[key] = Pieces(text)
+    else:
+        target[key].add(text)
+
+
 def _merge_call(current: JSONDict | None, delta: Mapping[str, Any]) -> JSONDict:
-    merged = current or {"name": "", "arguments": ""}
+    merged = current or {"name": Pieces(), "arguments": Pieces()}
     for key in ("name", "arguments"):
         if isinstance(delta.get(key), str):
-            merged[key] += delta[key]
+            _append_text(merged, key, delta[key])
     return merged
 
 
 def _merge_tool_call(current: JSONDict | None, delta: Mapping[str, Any]) -> JSONDict:
-    merged = current or {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+    merged = current or {
+        "id": None,
+        "type": "function",
+        "function": {"name": Pieces(), "arguments": Pieces()},
+    }
     if delta.get("id"):
         merged["id"] = delta["id"]
     if delta.get("type"):

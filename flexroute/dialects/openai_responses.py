@@ -31,10 +31,14 @@ from flexroute.dialects.base import (
     JSONDict,
     Observer,
     ResponseFacts,
+    answer_object,
+    check_event_data,
     dumps,
-    loads_object,
+    event_object,
+    objects,
 )
 from flexroute.dialects.sse import SSEEvent, encode_event
+from flexroute.errors import UpstreamMalformed
 
 _BEFORE_OUTPUT = frozenset(
     {"response.created", "response.queued", "response.in_progress", "error", None}
@@ -46,7 +50,8 @@ class ResponsesDialect(OpenAIDialect):
     name = "openai-responses"
 
     def read_response(self, body: bytes, headers: Mapping[str, str]) -> ResponseFacts:
-        obj = loads_object(body) or {}
+        obj = answer_object(body, headers)
+        objects(obj.get("output"), "output")
         return ResponseFacts(
             responses_usage(obj.get("usage")), self.tier_from_wire(obj.get("service_tier"))
         )
@@ -73,14 +78,17 @@ class ResponsesObserver(Observer):
     def observe(self, event: SSEEvent) -> bytes | None:
         kind = event.event
         if kind is None or kind in _TERMINAL or kind == "error" or not self.started:
-            data = loads_object(event.data) or {}
+            data = event_object(event) or {}
             kind = kind or data.get("type")
             if kind == "error":
                 nested = data.get("error")
                 self.failure = nested if isinstance(nested, dict) else data
                 return event.raw
             response = data.get("response")
+            if response is not None and not isinstance(response, dict):
+                raise UpstreamMalformed(f"a {kind} event's response is not an object")
             if isinstance(response, dict):
+                objects(response.get("output"), "response.output")
                 self._response = response
                 tier = self._dialect.tier_from_wire(response.get("service_tier"))
                 if tier is not None:
@@ -91,6 +99,8 @@ class ResponsesObserver(Observer):
                 error = (response or {}).get("error")
                 self.failure = error if isinstance(error, dict) else {}
                 return event.raw
+        else:
+            check_event_data(event)
         if kind in _TERMINAL:
             self.finished = True
         if kind not in _BEFORE_OUTPUT:

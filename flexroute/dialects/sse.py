@@ -19,17 +19,39 @@ class SSEEvent:
 
 
 class SSEDecoder:
-    """Incremental decoder: ``feed(chunk)`` yields the events completed by ``chunk``."""
+    """Incremental decoder: ``feed(chunk)`` yields the events completed by ``chunk``.
 
-    __slots__ = ("_buffer",)
+    Linear in the stream's length however large one event is (a Responses API
+    ``response.completed`` carries the whole answer): the bytes of an unfinished event are
+    kept as a list of chunks and joined once, when the chunk that ends the event arrives.
+    """
+
+    __slots__ = ("_cr", "_pending", "_pending_end")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._pending: list[bytes] = []  # an unfinished event's bytes, line endings normalised
+        self._pending_end = b""  # the last byte of ``_pending``
+        self._cr = False  # the last chunk ended with "\r": it may be half of a "\r\n"
 
     def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
+        if self._cr:
+            chunk, self._cr = b"\r" + chunk, False
         if b"\r" in chunk:
+            if chunk.endswith(b"\r"):
+                chunk, self._cr = chunk[:-1], True
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buffer = self._buffer + chunk if self._buffer else chunk
+        if not chunk:
+            return
+        if self._pending:
+            ends_here = b"\n\n" in chunk or (self._pending_end == b"\n" and chunk[:1] == b"\n")
+            if not ends_here:
+                self._pending.append(chunk)
+                self._pending_end = chunk[-1:]
+                return
+            self._pending.append(chunk)
+            buffer = b"".join(self._pending)
+        else:
+            buffer = chunk
         start = 0
         while True:
             end = buffer.find(b"\n\n", start)
@@ -38,12 +60,14 @@ class SSEDecoder:
             raw = buffer[start : end + 2]
             start = end + 2
             yield parse_event(raw)
-        self._buffer = buffer[start:]
+        rest = buffer[start:]
+        self._pending = [rest] if rest else []
+        self._pending_end = rest[-1:]
 
     @property
     def pending(self) -> bytes:
         """Bytes of an event not yet terminated (what a broken stream left behind)."""
-        return self._buffer
+        return b"".join(self._pending) + (b"\r" if self._cr else b"")
 
 
 def parse_event(raw: bytes) -> SSEEvent:

@@ -12,7 +12,7 @@ import json
 import re
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -51,9 +51,12 @@ _WINDOW = 60.0
 class Emulator:
     """``Emulator(config)`` is an ASGI app; ``log`` and ``reset()`` serve tests in-process."""
 
-    def __init__(self, config: EmulatorConfig | None = None) -> None:
+    def __init__(
+        self, config: EmulatorConfig | None = None, clock: Callable[[], float] | None = None
+    ) -> None:
+        """``clock`` (monotonic seconds by default) drives the flex weather, when it is on."""
         self.config = config or EmulatorConfig()
-        self.capacity = CapacityModel(self.config)
+        self.capacity = CapacityModel(self.config, clock or time.monotonic)
         self.log = AttemptLog(self.config.log_limit)
         self._window: deque[tuple[float, int]] = deque()  # (arrival, tokens) this minute
         self._window_tokens = 0
@@ -152,7 +155,11 @@ class Emulator:
         except (BadRequestError, ControlError, ValueError) as error:
             await self._error(exchange, wire, meta, 400, Problem.INVALID, str(error))
             return
-        plan = self.capacity.plan(call.tier, controls, refusal_key(record.client_request_id, raw))
+        key = refusal_key(record.client_request_id, raw)
+        if controls is None:  # the weather draws each attempt afresh
+            key = f"{key}#{record.seq}"
+        plan = self.capacity.plan(call.tier, controls, key, call.model)
+        record.weather = plan.weather
         reply = build_reply(plan, body)
         meta = self._meta(record.seq, record.arrived_at, call, plan, reply)
         if plan.error_status is not None:
@@ -359,6 +366,9 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def create_app(config: EmulatorConfig | None = None) -> Emulator:
-    """The emulator ASGI app for ``config`` (default: the seeded model, seed 0)."""
-    return Emulator(config)
+def create_app(
+    config: EmulatorConfig | None = None, clock: Callable[[], float] | None = None
+) -> Emulator:
+    """The emulator ASGI app for ``config`` (default: the seeded model, seed 0); ``clock``
+    drives the flex weather (``EmulatorConfig.weather``)."""
+    return Emulator(config, clock)

@@ -8,6 +8,12 @@ than the standard tier; standard and priority requests queue briefly and may be 
 the standard tier is overloaded (``standard_overload_rate``). ``fast=True`` answers everything
 at once, for benchmarks of the code in front of the emulator.
 
+``weather=SEED`` replaces the flex refusal rate and queue by the seeded Markov process of
+:mod:`flexroute.emulator.weather` (calm, degraded, outage, recovery, one process per model),
+read at the moment each flex attempt arrives: process time is ``weather_start`` plus the
+seconds since the model was created or reset (``clock``, monotonic by default) times
+``weather_speed``.
+
 A request with an ``x-emulator`` header is scripted instead (see ``controls``).
 """
 
@@ -17,10 +23,13 @@ import enum
 import hashlib
 import math
 import random
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flexroute.emulator.controls import ALWAYS, Controls
+from flexroute.emulator.weather import CLIMATES, Weather
 
 
 class Tier(enum.Enum):
@@ -56,8 +65,17 @@ class EmulatorConfig:
     tokens: int = 8  # output pieces per answer
     retry_after: float | None = 1.0  # ``retry-after`` on seeded refusals; None: no header
     log_limit: int | None = 100_000  # attempt records kept (oldest dropped); None: all
+    weather: int | None = None  # seed of the flex weather process; None: refusal rate + queue
+    climate: str = "outage"  # a name in ``weather.CLIMATES``
+    weather_speed: float = 1.0  # process seconds per second of the clock
+    weather_start: float = 0.0  # process time at start (and after a reset)
 
     def __post_init__(self) -> None:
+        if self.climate not in CLIMATES:
+            known = ", ".join(CLIMATES)
+            raise ValueError(f"EmulatorConfig.climate {self.climate!r} is unknown; use {known}")
+        if not self.weather_speed > 0:
+            raise ValueError("EmulatorConfig.weather_speed must be > 0")
         for name in ("flex_refusal_rate", "standard_overload_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"EmulatorConfig.{name} must be within [0, 1]")
@@ -96,6 +114,7 @@ class Plan:
     refuse_stream: bool = False  # OpenAI: streaming refused (400 unsupported_value)
     fault: str | None = None  # a flex attempt that ends before any output (``flex_fault``)
     reasoning: float | None = None  # seconds of silent reasoning after the queue
+    weather: str | None = None  # the flex weather's state the attempt met, when weather is on
 
 
 def refusal_key(client_request_id: str | None, raw_body: bytes) -> str:
@@ -108,19 +127,40 @@ def refusal_key(client_request_id: str | None, raw_body: bytes) -> str:
 class CapacityModel:
     """Turns (tier requested, controls) into a ``Plan``; remembers refusals per request."""
 
-    def __init__(self, config: EmulatorConfig) -> None:
+    def __init__(self, config: EmulatorConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self._clock = clock
         self._random = random.Random(config.seed)
         self._refused: Counter[str] = Counter()
+        self._weather: dict[str, Weather] = {}
+        self._epoch = clock()
 
     def reset(self) -> None:
-        """Forget refusal counts and restart the seeded sequence."""
+        """Forget refusal counts, restart the seeded sequence and the weather's clock."""
         self._random = random.Random(self.config.seed)
         self._refused.clear()
+        self._epoch = self._clock()
 
-    def plan(self, tier: Tier, controls: Controls | None, key: str) -> Plan:
+    def weather(self, model: str) -> Weather | None:
+        """The flex weather of ``model`` (None when weather is off)."""
+        seed = self.config.weather
+        if seed is None:
+            return None
+        found = self._weather.get(model)
+        if found is None:
+            found = self._weather[model] = Weather(seed, model, CLIMATES[self.config.climate])
+        return found
+
+    def now(self) -> float:
+        """The weather's process time: seconds since start or reset, times the speed."""
+        cfg = self.config
+        return cfg.weather_start + (self._clock() - self._epoch) * cfg.weather_speed
+
+    def plan(self, tier: Tier, controls: Controls | None, key: str, model: str = "") -> Plan:
+        """``key`` names one attempt for the weather (unique per attempt), the request for
+        the scripted ``flex_refuse=N`` counts."""
         if controls is None:
-            return self._seeded(tier)
+            return self._seeded(tier, model, key)
         return self._scripted(tier, controls, key)
 
     def _scripted(self, tier: Tier, c: Controls, key: str) -> Plan:
@@ -156,12 +196,25 @@ class CapacityModel:
             reasoning=c.reasoning_time,
         )
 
-    def _seeded(self, tier: Tier) -> Plan:
+    def _seeded(self, tier: Tier, model: str, key: str) -> Plan:
         cfg = self.config
         # Always two draws, whatever the tier, so each request moves the sequence alike.
         refuse_draw, queue_draw = self._random.random(), self._random.gauss(0.0, 1.0)
         if cfg.fast:
             return Plan(tier_served=tier, tokens=cfg.tokens)
+        weather = self.weather(model) if tier is Tier.FLEX else None
+        if weather is not None:
+            fate = weather.attempt(self.now(), key)
+            if fate.refused:
+                refusal = Refusal(cfg.flex_refuse_status, fate.retry_after)
+                return Plan(tier, refusal=refusal, weather=fate.state.value)
+            return Plan(
+                tier,
+                queue=fate.start,
+                token_interval=cfg.flex_token_interval,
+                tokens=cfg.tokens,
+                weather=fate.state.value,
+            )
         if tier is Tier.FLEX:
             if refuse_draw < cfg.flex_refusal_rate:
                 return Plan(tier, refusal=Refusal(cfg.flex_refuse_status, cfg.retry_after))

@@ -50,6 +50,7 @@ class AttemptRecord:
     closed_early: bool = False
     status: int | None = None
     controls: str | None = None  # the raw ``x-emulator`` header
+    weather: str | None = None  # the flex weather's state the attempt met (weather on)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

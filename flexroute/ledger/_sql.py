@@ -5,7 +5,7 @@ from __future__ import annotations
 
 INVOICE_COLUMNS = (
     "invoice_id, org_id, period, amount_pico, status, reason, attempts, reference, "
-    "created_at, updated_at"
+    "created_at, updated_at, credit_pico"
 )
 
 UNCHARGED_SUM = (
@@ -18,7 +18,14 @@ AMOUNT_DUE_SUM = (
     "SELECT COALESCE(SUM(amount_pico), 0) FROM invoices "
     "WHERE org_id = ? AND status IN ('failed', 'open')"
 )
-ORG_ROW = "SELECT state, reason, card_status, customer_ref FROM orgs WHERE org_id = ?"
+ORG_ROW = "SELECT state, reason, card_status, customer_ref, credit_pico FROM orgs WHERE org_id = ?"
+# Free credit already spent on invoices; what is left is taken from uncharged fees first.
+INVOICED_CREDIT_SUM = "SELECT COALESCE(SUM(credit_pico), 0) FROM invoices WHERE org_id = ?"
+# A new organisation's free credit (FLEXROUTE_FREE_CREDIT_USD), granted once.
+GRANT_CREDIT = (
+    "INSERT INTO orgs (org_id, credit_pico, updated_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (org_id) DO NOTHING"
+)
 ORG_STATE = "SELECT state FROM orgs WHERE org_id = ?"
 LAST_INVOICE = (
     f"SELECT {INVOICE_COLUMNS} FROM invoices WHERE org_id = ? "  # noqa: S608 -- fixed columns
@@ -43,7 +50,7 @@ UPSERT_STATE = (
 )
 INSERT_INVOICE = (
     f"INSERT INTO invoices ({INVOICE_COLUMNS}) "  # noqa: S608 -- fixed columns
-    "VALUES (?, ?, ?, 0, 'charging', NULL, 1, NULL, ?, ?) "
+    "VALUES (?, ?, ?, 0, 'charging', NULL, 1, NULL, ?, ?, 0) "
     "ON CONFLICT (org_id, period) DO NOTHING"
 )
 ASSIGN_FEES = (
@@ -51,7 +58,7 @@ ASSIGN_FEES = (
     "WHERE org_id = ? AND invoice_id IS NULL AND fee_pico > 0 AND received_at < ?"
 )
 INVOICE_FEES_SUM = "SELECT COALESCE(SUM(fee_pico), 0) FROM requests WHERE invoice_id = ?"
-SET_INVOICE_AMOUNT = "UPDATE invoices SET amount_pico = ? WHERE invoice_id = ?"
+SET_INVOICE_AMOUNT = "UPDATE invoices SET amount_pico = ?, credit_pico = ? WHERE invoice_id = ?"
 RETRY_INVOICE = (
     "UPDATE invoices SET status = 'charging', attempts = attempts + 1, reason = NULL, "
     "updated_at = ? WHERE invoice_id = ? AND status = 'failed'"

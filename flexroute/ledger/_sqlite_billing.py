@@ -20,7 +20,7 @@ def _now() -> str:
 
 def invoice_from_row(row: tuple[Any, ...]) -> Invoice:
     (invoice_id, org_id, period, amount, status, reason, attempts, reference, created,
-     updated) = row  # fmt: skip
+     updated, credit) = row  # fmt: skip
     return Invoice(
         invoice_id=invoice_id,
         org_id=org_id,
@@ -32,6 +32,7 @@ def invoice_from_row(row: tuple[Any, ...]) -> Invoice:
         reference=reference,
         created_at=_time(created),
         updated_at=_time(updated),
+        credit_used=from_pico(int(credit)),
     )
 
 
@@ -46,18 +47,29 @@ def build_org(
     unpaid_invoices: int,
     due: int,
     last: tuple[Any, ...] | None,
+    invoiced_credit: int = 0,
 ) -> Org:
-    state, reason, card_status, customer_ref = row or (ACTIVE, None, "none", None)
+    """Uncharged fees are taken from the credit left first (SPEC §8, issue 15)."""
+    state, reason, card_status, customer_ref, credit = row or (ACTIVE, None, "none", None, 0)
+    left = max(0, int(credit) - int(invoiced_credit))
+    covered = min(left, int(uncharged))
     return Org(
         org_id=org_id,
         state=state,
         reason=reason,
         card_status=card_status,
         customer_ref=customer_ref,
-        unpaid_balance=from_pico(int(uncharged) + int(unpaid_invoices)),
+        unpaid_balance=from_pico(int(uncharged) - covered + int(unpaid_invoices)),
         amount_due=from_pico(int(due)),
         last_invoice=None if last is None else invoice_from_row(last),
+        credit=from_pico(int(credit)),
+        credit_left=from_pico(left - covered),
     )
+
+
+def credit_applied(granted: int, invoiced_credit: int, fees: int) -> int:
+    """How much of ``fees`` (pico-USD) an invoice takes from the credit left."""
+    return min(max(0, granted - invoiced_credit), fees)
 
 
 def org(db: sqlite3.Connection, org_id: str) -> Org:
@@ -71,6 +83,7 @@ def org(db: sqlite3.Connection, org_id: str) -> Org:
         one(q.UNPAID_INVOICES_SUM)[0],
         one(q.AMOUNT_DUE_SUM)[0],
         one(q.LAST_INVOICE),
+        one(q.INVOICED_CREDIT_SUM)[0],
     )
 
 
@@ -81,10 +94,14 @@ def claim_invoice(
     if db.execute(q.INSERT_INVOICE, (invoice_id, org_id, period, now, now)).rowcount != 1:
         return None  # this (org, period) was claimed before
     db.execute(q.ASSIGN_FEES, (invoice_id, org_id, end.astimezone(dt.UTC).isoformat()))
-    (amount,) = db.execute(q.INVOICE_FEES_SUM, (invoice_id,)).fetchone()
+    (fees,) = db.execute(q.INVOICE_FEES_SUM, (invoice_id,)).fetchone()
+    granted = (db.execute(q.ORG_ROW, (org_id,)).fetchone() or (0, 0, 0, 0, 0))[4]
+    (invoiced,) = db.execute(q.INVOICED_CREDIT_SUM, (org_id,)).fetchone()
+    credit = credit_applied(int(granted), int(invoiced), int(fees))
+    amount = int(fees) - credit
     if amount < to_pico(threshold) or amount == 0:
         raise BelowThreshold
-    db.execute(q.SET_INVOICE_AMOUNT, (amount, invoice_id))
+    db.execute(q.SET_INVOICE_AMOUNT, (amount, credit, invoice_id))
     return invoice_from_row(db.execute(q.INVOICE_BY_ID, (invoice_id,)).fetchone())
 
 

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from flexroute.ledger.keys import ApiKey, SealedProviderKey
+from flexroute.ledger.quota import Blocked, Caps, Reservation, Totals
 from flexroute.money import format_usd
 from flexroute.usage import Usage
 
@@ -97,6 +98,7 @@ class Invoice:
     reference: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    credit_used: Decimal = Decimal(0)  # free credit taken before ``amount`` was charged
 
     @property
     def idempotency_key(self) -> str:
@@ -108,6 +110,7 @@ class Invoice:
             "invoice_id": self.invoice_id,
             "period": self.period,
             "amount_usd": format_usd(self.amount),
+            "credit_used_usd": format_usd(self.credit_used),
             "status": self.status,
             "reason": self.reason,
             "attempts": self.attempts,
@@ -120,8 +123,9 @@ class Invoice:
 @dataclass(frozen=True, slots=True)
 class Org:
     """An organisation's billing state. ``unpaid_balance`` is every fee not yet paid for
-    (uncharged fees plus invoices not paid); ``amount_due`` the part already charged without
-    success (failed or open invoices)."""
+    (uncharged fees beyond the free credit left, plus invoices not paid); ``amount_due`` the
+    part already charged without success (failed or open invoices). ``credit`` is the free
+    credit granted, ``credit_left`` what uncharged fees and invoices have not used yet."""
 
     org_id: str
     state: str = ACTIVE
@@ -131,6 +135,14 @@ class Org:
     unpaid_balance: Decimal = Decimal(0)
     amount_due: Decimal = Decimal(0)
     last_invoice: Invoice | None = None
+    credit: Decimal = Decimal(0)
+    credit_left: Decimal = Decimal(0)
+
+    @property
+    def out_of_credit(self) -> bool:
+        """Free credit was granted, is used up, and no valid card is on file (402
+        ``insufficient_quota`` for billable flex)."""
+        return self.credit > 0 and self.credit_left <= 0 and self.card_status != "valid"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,6 +152,8 @@ class Org:
             "card_status": self.card_status,
             "unpaid_balance_usd": format_usd(self.unpaid_balance),
             "amount_due_usd": format_usd(self.amount_due),
+            "credit_usd": format_usd(self.credit),
+            "credit_left_usd": format_usd(self.credit_left),
             "last_invoice": None if self.last_invoice is None else self.last_invoice.to_json(),
         }
 
@@ -226,6 +240,31 @@ class Store(Protocol):
         self, org_id: str | None = None, since: dt.datetime | None = None
     ) -> list[UsageRow]:
         """Totals by day (UTC), model and route, optionally for one org and from ``since``."""
+
+    async def grant_credit(self, org_id: str, amount: Decimal) -> bool:
+        """Give a *new* organisation ``amount`` USD of free fee credit; False (nothing
+        changed) if the organisation already has billing state."""
+
+    async def caps(self, org_id: str, key_id: str | None) -> tuple[Caps, Caps]:
+        """The organisation's caps and the key's (see :mod:`flexroute.ledger.quota`)."""
+
+    async def set_caps(self, org_id: str, key_id: str | None, caps: Caps) -> None:
+        """Replace the organisation's (``key_id`` None) or the key's caps."""
+
+    async def month_totals(
+        self, org_id: str, key_id: str | None, since: dt.datetime
+    ) -> tuple[Totals, Totals]:
+        """Recorded spend and fees since ``since``, of the organisation and of the key."""
+
+    async def reserve(
+        self, reservation: Reservation, since: dt.datetime
+    ) -> tuple[Blocked | None, tuple[Caps, Caps], tuple[Totals, Totals]]:
+        """Atomically, across processes: write ``reservation`` unless it would break a cap
+        (totals since ``since`` plus live reservations). Returns the cap it would break (None:
+        written), the caps read and the totals before this reservation."""
+
+    async def release(self, reservation_id: str) -> None:
+        """Delete a reservation (its request's record is written, or it never went out)."""
 
     async def create_key(self, key: ApiKey, key_hash: str) -> None:
         """Store a new flexroute key by its hash (see :mod:`flexroute.ledger.keys`)."""

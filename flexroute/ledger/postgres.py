@@ -21,12 +21,14 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from flexroute.errors import LedgerError
+from flexroute.ledger import _postgres_quota as quota
 from flexroute.ledger import _sql as q
 from flexroute.ledger import keys as k
 from flexroute.ledger._rows import COLUMNS, from_row, to_row
 from flexroute.ledger._sqlite_billing import (
     BelowThreshold,
     build_org,
+    credit_applied,
     invoice_from_row,
     usage_rows,
 )
@@ -39,6 +41,7 @@ from flexroute.ledger.base import (
     UsageRow,
     new_invoice_id,
 )
+from flexroute.ledger.quota import Blocked, Caps, Reservation, Totals
 from flexroute.money import to_pico
 
 MIGRATIONS: tuple[str, ...] = (
@@ -112,6 +115,28 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at TIMESTAMPTZ NOT NULL,
         PRIMARY KEY (org_id, provider)
     )
+    """,
+    """
+    ALTER TABLE orgs ADD COLUMN credit_pico BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE invoices ADD COLUMN credit_pico BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX requests_key_received ON requests (key_id, received_at);
+    CREATE TABLE caps (
+        org_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        fee_cap_pico BIGINT,
+        spend_cap_pico BIGINT,
+        updated_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (org_id, key_id)
+    );
+    CREATE TABLE reservations (
+        reservation_id TEXT PRIMARY KEY,
+        org_id TEXT NOT NULL,
+        key_id TEXT,
+        cost_pico BIGINT NOT NULL,
+        fee_pico BIGINT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX reservations_org ON reservations (org_id, expires_at)
     """,
 )
 
@@ -188,6 +213,7 @@ class PostgresStore:
                 (await one(q.UNPAID_INVOICES_SUM))[0],
                 (await one(q.AMOUNT_DUE_SUM))[0],
                 await one(q.LAST_INVOICE),
+                (await one(q.INVOICED_CREDIT_SUM))[0],
             )
 
     async def org_ids(self) -> list[str]:
@@ -216,10 +242,16 @@ class PostgresStore:
                     return None
                 await conn.execute(q.pg(q.ASSIGN_FEES), (invoice_id, org_id, period_end))
                 cur = await conn.execute(q.pg(q.INVOICE_FEES_SUM), (invoice_id,))
-                amount = int((await cur.fetchone() or (0,))[0])
+                fees = int((await cur.fetchone() or (0,))[0])
+                cur = await conn.execute(q.pg(q.ORG_ROW), (org_id,))
+                granted = (await cur.fetchone() or (0, 0, 0, 0, 0))[4]
+                cur = await conn.execute(q.pg(q.INVOICED_CREDIT_SUM), (org_id,))
+                invoiced = (await cur.fetchone() or (0,))[0]
+                credit = credit_applied(int(granted), int(invoiced), fees)
+                amount = fees - credit
                 if amount == 0 or amount < to_pico(threshold):
                     raise BelowThreshold
-                await conn.execute(q.pg(q.SET_INVOICE_AMOUNT), (amount, invoice_id))
+                await conn.execute(q.pg(q.SET_INVOICE_AMOUNT), (amount, credit, invoice_id))
                 return await self._invoice(conn, invoice_id)
         except BelowThreshold:
             return None
@@ -265,6 +297,37 @@ class PostgresStore:
         async with self._conn() as conn:
             rows = await (await conn.execute(sql, params)).fetchall()
         return usage_rows(rows)
+
+    async def grant_credit(self, org_id: str, amount: Decimal) -> bool:
+        async with self._conn() as conn:
+            cur = await conn.execute(q.pg(q.GRANT_CREDIT), (org_id, to_pico(amount), _now()))
+            return cur.rowcount == 1
+
+    # -- caps and reservations (flexroute.ledger.quota) ------------------------------------
+
+    async def caps(self, org_id: str, key_id: str | None) -> tuple[Caps, Caps]:
+        async with self._conn() as conn:
+            return await quota.caps(conn, org_id, key_id)
+
+    async def set_caps(self, org_id: str, key_id: str | None, caps: Caps) -> None:
+        async with self._conn() as conn:
+            await quota.set_caps(conn, org_id, key_id, caps)
+
+    async def month_totals(
+        self, org_id: str, key_id: str | None, since: dt.datetime
+    ) -> tuple[Totals, Totals]:
+        async with self._conn() as conn:
+            return await quota.totals(conn, org_id, key_id, since)
+
+    async def reserve(
+        self, reservation: Reservation, since: dt.datetime
+    ) -> tuple[Blocked | None, tuple[Caps, Caps], tuple[Totals, Totals]]:
+        async with self._conn() as conn:
+            return await quota.reserve(conn, reservation, since)
+
+    async def release(self, reservation_id: str) -> None:
+        async with self._conn() as conn:
+            await quota.release(conn, reservation_id)
 
     # -- gateway access (flexroute.ledger.keys) --------------------------------------------
 

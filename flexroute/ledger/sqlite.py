@@ -31,11 +31,14 @@ import anyio.to_thread
 from flexroute.errors import LedgerError
 from flexroute.ledger import _sql as q
 from flexroute.ledger import _sqlite_billing as billing
+from flexroute.ledger import _sqlite_quota as quota
 from flexroute.ledger import keys as k
 from flexroute.ledger._rows import COLUMNS as _COLUMNS
 from flexroute.ledger._rows import from_row as _from_row
 from flexroute.ledger._rows import to_row as _to_row
 from flexroute.ledger.base import ACTIVE, Invoice, LedgerRecord, Org, UsageRow
+from flexroute.ledger.quota import Blocked, Caps, Reservation, Totals
+from flexroute.money import to_pico
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -110,6 +113,28 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at TEXT NOT NULL,
         PRIMARY KEY (org_id, provider)
     ) STRICT;
+    """,
+    """
+    ALTER TABLE orgs ADD COLUMN credit_pico INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE invoices ADD COLUMN credit_pico INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX requests_key_received ON requests (key_id, received_at);
+    CREATE TABLE caps (
+        org_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        fee_cap_pico INTEGER,
+        spend_cap_pico INTEGER,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (org_id, key_id)
+    ) STRICT;
+    CREATE TABLE reservations (
+        reservation_id TEXT PRIMARY KEY,
+        org_id TEXT NOT NULL,
+        key_id TEXT,
+        cost_pico INTEGER NOT NULL,
+        fee_pico INTEGER NOT NULL,
+        expires_at TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX reservations_org ON reservations (org_id, expires_at);
     """,
 )
 
@@ -267,6 +292,34 @@ class SQLiteStore:
         self, org_id: str | None = None, since: dt.datetime | None = None
     ) -> list[UsageRow]:
         return await self._read(billing.usage, org_id, since)
+
+    async def grant_credit(self, org_id: str, amount: Decimal) -> bool:
+        row = (org_id, to_pico(amount), dt.datetime.now(dt.UTC).isoformat())
+        done = await self._write(lambda db: db.execute(q.GRANT_CREDIT, row).rowcount)
+        return done == 1
+
+    # -- caps and reservations (flexroute.ledger.quota) ------------------------------------
+
+    async def caps(self, org_id: str, key_id: str | None) -> tuple[Caps, Caps]:
+        return await self._read(quota.caps, org_id, key_id)
+
+    async def set_caps(self, org_id: str, key_id: str | None, caps: Caps) -> None:
+        await self._write(quota.set_caps, org_id, key_id, caps)
+
+    async def month_totals(
+        self, org_id: str, key_id: str | None, since: dt.datetime
+    ) -> tuple[Totals, Totals]:
+        return await self._read(quota.totals, org_id, key_id, since)
+
+    async def reserve(
+        self, reservation: Reservation, since: dt.datetime
+    ) -> tuple[Blocked | None, tuple[Caps, Caps], tuple[Totals, Totals]]:
+        done = await self._write(quota.reserve, reservation, since)
+        assert done is not None  # reserve never signals BelowThreshold
+        return done
+
+    async def release(self, reservation_id: str) -> None:
+        await self._write(quota.release, reservation_id)
 
     # -- gateway access (flexroute.ledger.keys) --------------------------------------------
 

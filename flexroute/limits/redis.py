@@ -13,6 +13,11 @@ entirely (fail open). So while Redis is unreachable each replica enforces the sa
 its own — at most ``replicas × limit`` per window — logs one warning, counts
 ``flexroute_ratelimit_fallback_total`` and tries Redis again after ``retry_after`` seconds.
 Every Redis call is bounded by short socket timeouts and an overall deadline: never a hang.
+Waiting for one of the pool's connections is local congestion, not an outage: a burst of
+hundreds of requests on one replica queues for a connection (up to ``pool_timeout``) instead
+of declaring Redis down and silently multiplying the limit by the number of replicas. For
+the same reason the socket timeouts are 2 s, not less: a replica whose event loop is busy
+with a burst answers its own reads late, and that is not Redis being down.
 """
 
 from __future__ import annotations
@@ -48,15 +53,16 @@ class RedisLimiter:
         url: str,
         *,
         prefix: str = "flexroute:",
-        timeout: float = 0.5,
+        timeout: float = 2.0,
+        pool_timeout: float = 5.0,
         retry_after: float = 5.0,
         on_fallback: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
-            max_connections=32,
-            timeout=timeout,
+            max_connections=64,
+            timeout=pool_timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
@@ -64,7 +70,7 @@ class RedisLimiter:
         self._redis = aioredis.Redis(connection_pool=pool)
         self._script = self._redis.register_script(_SCRIPT)
         self._prefix = prefix
-        self._deadline = 2 * timeout
+        self._deadline = pool_timeout + 2 * timeout
         self._retry_after = retry_after
         self._on_fallback = on_fallback
         self._clock = clock

@@ -52,6 +52,11 @@ class Provider:
     signature_headers: frozenset[str] = frozenset()
     credential_query: str | None = None  # Gemini's ``?key=``
     proxy_only: Reason | None = None  # never routed to flex (Claude): passthrough, this reason
+    # OpenTelemetry GenAI semantic conventions (flexroute.tracing): ``gen_ai.provider.name``
+    # ("" = ``name``) and the namespace of its service-tier attributes, if it has them
+    # (``openai.request.service_tier``); without one, only ``flexroute.tier.*`` are set.
+    semconv_name: str = ""
+    semconv_tier_namespace: str | None = None
 
     def dialect_for(self, method: str, path: str) -> Dialect | None:
         """The dialect that routes ``method path``; None: forward it unchanged."""

@@ -56,4 +56,5 @@ GEMINI = Provider(
     signature_headers=frozenset({"x-goog-api-key", "x-goog-api-client"}),
     credential_query="key",
     set_key=_set_key,
+    semconv_name="gcp.gemini",
 )

@@ -28,4 +28,5 @@ OPENAI = Provider(
     catalog_file="openai.toml",
     dialects=MappingProxyType({"/v1/chat/completions": CHAT, "/v1/responses": RESPONSES}),
     set_key=_set_key,
+    semconv_tier_namespace="openai",
 )

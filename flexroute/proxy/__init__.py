@@ -15,6 +15,7 @@ from flexroute.proxy.auth import SidecarAuth
 from flexroute.proxy.billing import WebhookHandler
 from flexroute.proxy.gateway import Gateway
 from flexroute.runtime import build_runtime
+from flexroute.tracing import Tracer
 from flexroute.upstream import Upstream
 
 __all__ = ["ProxyApp", "create_app"]
@@ -29,6 +30,7 @@ def create_app(
     gate_ttl: float = 2.0,
     limiter: Limiter | None = None,
     key_ttl: float = 5.0,
+    tracer: Tracer | None = None,
 ) -> ProxyApp:
     """The proxy with its shared resources (:func:`flexroute.runtime.build_runtime`), closed
     again at lifespan shutdown.
@@ -37,7 +39,7 @@ def create_app(
     states live ``gate_ttl`` seconds, and changes made in this process drop them at once.
     Gateway mode (flexroute keys in the store) caches keys for ``key_ttl`` seconds and limits
     requests with ``limiter`` (default: Redis if ``FLEXROUTE_REDIS_URL`` is set, else
-    in-process).
+    in-process). Traces follow the ``OTEL_*`` variables unless ``tracer`` is given.
     """
     runtime = build_runtime(
         settings,
@@ -46,6 +48,7 @@ def create_app(
         catalog=catalog,
         limiter=limiter,
         gate_ttl=gate_ttl,
+        tracer=tracer,
     )
     webhook = _stripe_webhook(settings, runtime.store, runtime.gate)
     gateway = Gateway(settings, runtime.store, runtime.limiter, ttl=key_ttl)

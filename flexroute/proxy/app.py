@@ -117,6 +117,8 @@ class ProxyApp:
                 reply = self._reject(provider, error, call.request_id)
             if access is not None:
                 reply.headers = access.reply_headers(reply.headers)
+                if self.engine.quota is not None:  # the month's spend (and cap) so far
+                    reply.headers += await self.engine.quota.headers(call.org_id, call.key_id)
             await send_reply(send, reply)
 
     async def _admit(
