@@ -91,7 +91,12 @@ def crash_round(database_url: str, emulator_url: str, seed: int) -> list[str]:
     async def main() -> None:
         async with anyio.create_task_group() as group:
             group.start_soon(hammer, url, answered)
-            await anyio.sleep(rng.uniform(0.3, 1.2))
+            # Kill mid-load: a seeded moment after the first answer (a loaded machine may take
+            # a second to warm up, and a kill before any answer would test nothing).
+            with anyio.fail_after(30):
+                while not answered:
+                    await anyio.sleep(0.01)
+            await anyio.sleep(rng.uniform(0.1, 1.0))
             os.kill(proc.pid, signal.SIGKILL)
 
     try:

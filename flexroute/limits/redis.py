@@ -16,8 +16,9 @@ Every Redis call is bounded by short socket timeouts and an overall deadline: ne
 Waiting for one of the pool's connections is local congestion, not an outage: a burst of
 hundreds of requests on one replica queues for a connection (up to ``pool_timeout``) instead
 of declaring Redis down and silently multiplying the limit by the number of replicas. For
-the same reason the socket timeouts are 2 s, not less: a replica whose event loop is busy
-with a burst answers its own reads late, and that is not Redis being down.
+the same reason the socket timeouts are 5 s, not less: a replica whose event loop is busy
+with a burst (or starved of CPU) reads Redis's reply late, and that is not Redis being down;
+a refused or reset connection still fails over at once.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class RedisLimiter:
         url: str,
         *,
         prefix: str = "flexroute:",
-        timeout: float = 2.0,
+        timeout: float = 5.0,
         pool_timeout: float = 5.0,
         retry_after: float = 5.0,
         on_fallback: Callable[[], None] | None = None,
