@@ -451,6 +451,35 @@ class TestGatewayMode:
         assert orgs_seen == [("acme",)]
         assert json.loads(done.stdout)["errors"] == statuses.count(429)
 
+    def test_a_spend_cap_of_the_key_s_organisation_applies(
+        self, tmp_path: Path, emulator: RunningEmulator
+    ) -> None:
+        """The organisation's monthly spend cap (`flexroute orgs caps`) refuses the batch's
+        lines with 402 as it refuses the proxy's; a 402 is written, not retried."""
+        emulator.reset()
+        settings = gateway_settings(tmp_path, emulator.base_url)
+        orgs = seed(settings, ("acme",))
+        key_file = tmp_path / "key"
+        key_file.write_text(orgs["acme"].key)
+        env = env_for(tmp_path, f"{emulator.base_url}/v1")
+        env["FLEXROUTE_SECRET_KEY"] = SECRET
+        capped = subprocess.run(
+            [sys.executable, "-m", "flexroute.cli", "orgs", "caps", "acme",
+             "--spend-cap", "0.000000001"],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert capped.returncode == 0, capped.stderr
+        source = write_lines(tmp_path / "in.jsonl", [chat_line(f"cap{i}") for i in range(3)])
+        out = tmp_path / "out.jsonl"
+        done = batch([str(source), "-o", str(out), "--key-file", str(key_file),
+                      "--json-summary"], env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        lines = outputs(out)
+        assert [o["response"]["status_code"] for o in lines] == [402, 402, 402]
+        assert all(o["response"]["body"]["error"]["code"] == "spend_cap_reached" for o in lines)
+        assert json.loads(done.stdout)["retries"] == 0
+        assert emulator.log() == []  # nothing reached the provider
+
 
 class TestForwardedLines:
     def test_embeddings_lines_are_forwarded_and_recorded(self, tmp_path: Path) -> None:
