@@ -11,8 +11,9 @@ whatever its status, as the Batch API writes failed requests too.
 Exactly once, as far as it can be honest: a line whose output line is in the file is never
 sent again, and no ``custom_id`` gets two output lines. A line that was *in flight* when the
 process died has no output line, so ``--resume`` sends it again: the provider may have
-answered (and billed) the first send. The ledger then holds a record for each send — at most
-``concurrency`` extra per kill — and the output file holds one line.
+answered (and billed) the first send. The ledger holds a record of that first send if its
+answer came before the kill (none if the process died first): at most ``concurrency`` extra
+records per kill, while the output file holds one line per ``custom_id``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ async def run_batch(options: BatchOptions, settings: Settings) -> Tally:
     """Run ``options.input`` into ``options.output``; the tally says what happened."""
     if not options.input.is_file():
         raise ConfigError(f"batch input {options.input} is not a file")
+    if options.output.exists() and options.output.resolve() == options.input.resolve():
+        raise ConfigError(f"-o {options.output} is the input file: choose another output file")
     total = _count_lines(options.input)
     output = open_output(options.output, resume=options.resume)
     sender = make_sender(options, settings)

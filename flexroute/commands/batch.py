@@ -16,6 +16,8 @@ from flexroute.errors import ConfigError, RequestRejected
 
 __all__ = ["add_parser"]
 
+DEFAULT_START_WITHIN = 60.0  # seconds: a batch waits for flex longer than a chat turn would
+
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     batch = commands.add_parser(
@@ -27,9 +29,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     batch.add_argument("input", type=Path, metavar="INPUT.jsonl")
     batch.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT.jsonl")
     batch.add_argument(
-        "--start-within", default="60s", metavar="DURATION",
-        help='flex budget of each line without its own ("60s" default; "off": none, lines go '
-        "as written)",
+        "--start-within", metavar="DURATION",
+        help="flex budget of each line without its own (default FLEXROUTE_DEFAULT_START_WITHIN, "
+        'else 60s; "off": none, lines go as written)',
     )  # fmt: skip
     batch.add_argument("--concurrency", type=_positive_int, default=32, metavar="N")
     batch.add_argument("--rpm", type=_positive_float, metavar="N", help="at most N starts a minute")
@@ -62,8 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from flexroute.config_file import load_settings
     from flexroute.duration import parse_start_within
 
-    start_within: float | None = None
-    if args.start_within.strip().lower() != "off":
+    settings = load_settings()
+    start_within: float | None = settings.default_start_within or DEFAULT_START_WITHIN
+    if args.start_within is not None and args.start_within.strip().lower() == "off":
+        start_within = None
+    elif args.start_within is not None:
         try:
             start_within = parse_start_within(args.start_within, field="--start-within")
         except RequestRejected as error:
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
     )
     try:
-        tally = anyio.run(run_batch, options, load_settings())
+        tally = anyio.run(run_batch, options, settings)
     except KeyboardInterrupt:
         print(f"flexroute batch: interrupted; the lines in {args.output} are kept: run again "
               "with --resume to finish", file=sys.stderr)  # fmt: skip
