@@ -132,20 +132,23 @@ class TestStore:
             spent = acme("frq_s1", received_at=NOW, actual_cost=Decimal("0.5"), key_id="key_b")
             await store.record(spent)
             first = hold("0.3", "key_a")
-            verdict, caps, totals = await store.reserve(first, since)
-            assert verdict is None
-            assert caps == (Caps(spend_cap=Decimal("1")), Caps(spend_cap=Decimal("0.4")))
-            assert totals[0].spend == Decimal("0.5")
-            assert totals[1].spend == ZERO
-            verdict, _, _ = await store.reserve(hold("0.15", "key_a"), since)
-            assert verdict is not None
-            assert (verdict.scope, verdict.kind, verdict.total) == ("key", "spend", Decimal("0.3"))
-            verdict, _, _ = await store.reserve(hold("0.3", "key_b"), since)
-            assert verdict is not None
-            assert (verdict.scope, verdict.total) == ("organization", Decimal("0.8"))
-            await store.release(first.reservation_id)
-            verdict, _, _ = await store.reserve(hold("0.3", "key_b"), since)
-            assert verdict is None
+            (done,) = await store.reserve([first], since)
+            assert done.blocked is None
+            assert done.caps == (Caps(spend_cap=Decimal("1")), Caps(spend_cap=Decimal("0.4")))
+            assert done.totals[0].spend == Decimal("0.5")
+            assert done.totals[1].spend == ZERO
+            (done,) = await store.reserve([hold("0.15", "key_a")], since)
+            assert done.blocked is not None
+            assert (done.blocked.scope, done.blocked.kind) == ("key", "spend")
+            assert done.blocked.total == Decimal("0.3")
+            (done,) = await store.reserve([hold("0.3", "key_b")], since)
+            assert done.blocked is not None
+            assert (done.blocked.scope, done.blocked.total) == ("organization", Decimal("0.8"))
+            await store.release([first.reservation_id])
+            # a batch is checked in order, each against the ones admitted before it
+            batch = await store.reserve([hold("0.3", "key_b"), hold("0.3", "key_b")], since)
+            assert [b.blocked is None for b in batch] == [True, False]
+            assert batch[1].totals[0].spend == Decimal("0.8")
             org, key = await store.month_totals("acme", "key_b", since)
             assert org.spend == key.spend == Decimal("0.5")
 
