@@ -184,8 +184,10 @@ class Quota:
             return
         self._releasing = True
         try:
-            batch = self._unreleased[:500]
-            if await self._call(self.store.release(batch), "release"):
+            for _ in range(3):  # those that finished meanwhile too, within a bound
+                batch = self._unreleased[:500]
+                if not batch or not await self._call(self.store.release(batch), "release"):
+                    return
                 del self._unreleased[: len(batch)]
         finally:
             self._releasing = False
