@@ -9,11 +9,14 @@ the upstream pool — and closes them the same way. Nothing else assembles an :c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
+from flexroute.billing.balance import BalanceLimit
+from flexroute.billing.choose import processor_for
 from flexroute.billing.gate import BillingGate
 from flexroute.billing.quota import Quota
 from flexroute.catalog import Catalog, default_catalog
@@ -43,6 +46,11 @@ class Runtime:
     limiter: Limiter
     quota: Quota
     tracer: Tracer | None = None
+    balance: BalanceLimit | None = None  # FLEXROUTE_BALANCE_LIMIT_USD; its task: background()
+
+    def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        """Tasks a long-running face (the proxy) runs for as long as it serves."""
+        return [] if self.balance is None else [self.balance.run]
 
     async def aclose(self) -> None:
         with anyio.move_on_after(5):  # what the store can take back before it closes
@@ -86,7 +94,15 @@ def build_runtime(
         settings, on_fallback=lambda: metrics.count("ratelimit_fallback")
     )
 
+    balance = None
+    if settings.balance_limit_usd is not None:
+        balance = BalanceLimit(
+            store, processor_for(settings), settings.balance_limit_usd, on_change=gate.forget
+        )
+
     def recorded(record: LedgerRecord) -> None:
+        if balance is not None:
+            balance.note(record)
         metrics.observe(record)
         request_line(record)
         if on_record is not None:
@@ -108,4 +124,6 @@ def build_runtime(
         tracer=tracer,
         quota=quota,
     )
-    return Runtime(settings, engine, store, writer, upstream, metrics, gate, limiter, quota, tracer)
+    return Runtime(
+        settings, engine, store, writer, upstream, metrics, gate, limiter, quota, tracer, balance
+    )

@@ -17,17 +17,19 @@ import anyio
 import openai
 import pytest
 
+from flexroute.billing.balance import BalanceLimit
 from flexroute.billing.estimate import DEFAULT_OUTPUT_TOKENS, estimate, output_ceiling
 from flexroute.billing.processors import ManualProcessor
 from flexroute.billing.run import billing_run
 from flexroute.catalog import default_catalog
 from flexroute.cli import main
-from flexroute.ledger import open_store, period_of
+from flexroute.ledger import PAST_DUE, open_store, period_of
 from flexroute.ledger.quota import Caps, Reservation, month_start, next_month
 from flexroute.money import ZERO, format_usd, from_pico
 from flexroute.usage import Tier
 from tests.gateway_env import Gateway, gateway_settings, running_gateway
 from tests.tcp_cutter import tcp_cutter
+from tests.test_billing import ScriptedProcessor
 from tests.test_ledger_sqlite import record
 
 HI: list[Any] = [{"role": "user", "content": "hi"}]
@@ -130,20 +132,23 @@ class TestStore:
             spent = acme("frq_s1", received_at=NOW, actual_cost=Decimal("0.5"), key_id="key_b")
             await store.record(spent)
             first = hold("0.3", "key_a")
-            verdict, caps, totals = await store.reserve(first, since)
-            assert verdict is None
-            assert caps == (Caps(spend_cap=Decimal("1")), Caps(spend_cap=Decimal("0.4")))
-            assert totals[0].spend == Decimal("0.5")
-            assert totals[1].spend == ZERO
-            verdict, _, _ = await store.reserve(hold("0.15", "key_a"), since)
-            assert verdict is not None
-            assert (verdict.scope, verdict.kind, verdict.total) == ("key", "spend", Decimal("0.3"))
-            verdict, _, _ = await store.reserve(hold("0.3", "key_b"), since)
-            assert verdict is not None
-            assert (verdict.scope, verdict.total) == ("organization", Decimal("0.8"))
-            await store.release(first.reservation_id)
-            verdict, _, _ = await store.reserve(hold("0.3", "key_b"), since)
-            assert verdict is None
+            (done,) = await store.reserve([first], since)
+            assert done.blocked is None
+            assert done.caps == (Caps(spend_cap=Decimal("1")), Caps(spend_cap=Decimal("0.4")))
+            assert done.totals[0].spend == Decimal("0.5")
+            assert done.totals[1].spend == ZERO
+            (done,) = await store.reserve([hold("0.15", "key_a")], since)
+            assert done.blocked is not None
+            assert (done.blocked.scope, done.blocked.kind) == ("key", "spend")
+            assert done.blocked.total == Decimal("0.3")
+            (done,) = await store.reserve([hold("0.3", "key_b")], since)
+            assert done.blocked is not None
+            assert (done.blocked.scope, done.blocked.total) == ("organization", Decimal("0.8"))
+            await store.release([first.reservation_id])
+            # a batch is checked in order, each against the ones admitted before it
+            batch = await store.reserve([hold("0.3", "key_b"), hold("0.3", "key_b")], since)
+            assert [b.blocked is None for b in batch] == [True, False]
+            assert batch[1].totals[0].spend == Decimal("0.8")
             org, key = await store.month_totals("acme", "key_b", since)
             assert org.spend == key.spend == Decimal("0.5")
 
@@ -377,3 +382,55 @@ class TestStoreDown:
             return {int(await store.get(i) is not None) for i in ids}
 
         assert run_store(pg_url, count) == {1}
+
+
+class TestBalanceLimit:
+    def test_over_the_limit_an_early_invoice_is_charged_once(self, store_url: str) -> None:
+        """Fees not yet invoiced above the limit: one early invoice (period YYYY-MM+1) is
+        charged at once; a declined charge makes the org past-due; nothing new, nothing more."""
+        processor = ScriptedProcessor()
+        processor.failing.add("acme")
+
+        async def work(store: Any) -> None:
+            limit = BalanceLimit(store, processor, Decimal("0.5"))
+            await store.record(acme("frq_b1", fee="0.3"))
+            assert await limit.check("acme") is None  # under the limit
+            await store.record(acme("frq_b2", fee="0.3"))
+            at = dt.datetime.now(dt.UTC)
+            invoice = await limit.check("acme", at)
+            assert invoice is not None
+            assert invoice.period == f"{period_of(at)[0]}+1"
+            assert (invoice.amount, invoice.status) == (Decimal("0.6"), "failed")
+            assert (await store.org("acme")).state == PAST_DUE
+            assert await limit.check("acme") is None  # already invoiced: no second charge
+            assert len(processor.keys) == 1
+
+        run_store(store_url, work)
+
+    def test_the_proxy_charges_as_soon_as_fees_pass_the_limit(
+        self, tmp_path: Path, emulator: Any
+    ) -> None:
+        """Through the gateway: a flex fee above FLEXROUTE_BALANCE_LIMIT_USD is invoiced
+        within a second or two, without waiting for the billing run."""
+        emulator.reset()
+        settings = gateway_settings(
+            tmp_path, emulator.base_url, balance_limit_usd=Decimal("0.000000001"),
+            rate_limits={"free": 100_000},
+        )  # fmt: skip
+        with running_gateway(settings) as gw:
+            raw = flex(gw.openai("acme"))
+            fee = Decimal(raw.headers["x-flexroute-fee-usd"])
+            assert fee > 0
+
+            async def invoices(store: Any) -> list[Any]:
+                found: list[Any] = await store.invoices("acme")
+                return found
+
+            deadline = time.monotonic() + 15
+            while not (found := run_store(settings.database_url, invoices)):
+                assert time.monotonic() < deadline, "no early invoice"
+                time.sleep(0.2)
+        assert len(found) == 1
+        assert found[0].amount == fee
+        assert found[0].status == "open"  # the manual processor: sent for payment
+        assert "+" in found[0].period

@@ -39,15 +39,15 @@ BODY: dict[str, Any] = {
 }
 
 
-def one_estimate() -> Decimal:
+def one_estimate(body: dict[str, Any]) -> Decimal:
     prices = default_catalog().lookup("openai", "gpt-5-mini")
-    size = len(json.dumps(BODY, separators=(",", ":")))  # the SDK's compact JSON
-    return estimate(BODY, size, prices, tier=None, billable=False, fee_rate=Decimal("0.2")).cost
+    size = len(json.dumps(body, separators=(",", ":")))  # the SDK's compact JSON
+    return estimate(body, size, prices, tier=None, billable=False, fee_rate=Decimal("0.2")).cost
 
 
 @contextmanager
-def replicas(db_url: str, emu: RunningEmulator, count: int = 2) -> Iterator[list[str]]:
-    """``count`` separate `flexroute serve` processes on one ledger."""
+def replicas(db_url: str, emu: RunningEmulator, logs: Path, count: int = 2) -> Iterator[list[str]]:
+    """``count`` separate `flexroute serve` processes on one ledger; stderr in ``logs``."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -66,7 +66,7 @@ def replicas(db_url: str, emu: RunningEmulator, count: int = 2) -> Iterator[list
                     [sys.executable, "-m", "flexroute.cli", "serve", "--port", str(port)],
                     env=env,
                     stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
+                    stderr=(logs / f"replica-{port}.log").open("wb"),
                 )
             )
             urls.append(f"http://127.0.0.1:{port}")
@@ -83,7 +83,7 @@ def replicas(db_url: str, emu: RunningEmulator, count: int = 2) -> Iterator[list
                 proc.kill()
 
 
-async def burst(urls: list[str], key: str) -> list[int]:
+async def burst(urls: list[str], key: str, body: dict[str, Any]) -> list[int]:
     """REQUESTS requests at once, alternating between the replicas; their statuses."""
     clients = [
         openai.AsyncOpenAI(api_key=key, base_url=f"{url}/v1", max_retries=0, timeout=60)
@@ -93,7 +93,7 @@ async def burst(urls: list[str], key: str) -> list[int]:
     async def one(i: int) -> int:
         try:
             await clients[i % len(clients)].chat.completions.create(
-                **BODY, extra_headers={"x-emulator": "standard_queue=0.3"}
+                **body, extra_headers={"x-emulator": "standard_queue=0.3"}
             )
         except openai.APIStatusError as error:
             code = json.loads(error.response.text)["error"].get("code")
@@ -133,22 +133,30 @@ def cap_the_org(db_url: str, cap: Decimal) -> None:
     anyio.run(main)
 
 
-def run_burst(db_url: str, tmp_path: Path, emu: RunningEmulator) -> None:
+def run_burst(db_url: str, tmp_path: Path, emu: RunningEmulator, max_tokens: int = 16) -> None:
+    """The burst at a cap FITS estimates away; the emulator answers 8 output tokens, so with
+    ``max_tokens`` 1 each request costs more than its estimate."""
+    body = {**BODY, "max_tokens": max_tokens}
     settings = gateway_settings(tmp_path, emu.base_url, database_url=db_url)
     _, key = add_key(settings, "acme")
     set_provider_keys(db_url, "acme")
-    each = one_estimate()
+    each = one_estimate(body)
     cap = each * FITS
     cap_the_org(db_url, cap)
-    with replicas(db_url, emu) as urls:
-        statuses = anyio.run(burst, urls, key)
+    with replicas(db_url, emu, tmp_path) as urls:
+        statuses = anyio.run(burst, urls, key, body)
     spent, records = ledger_state(db_url)
     served = statuses.count(200)
     assert set(statuses) <= {200, 402}, statuses  # a 402 is only ever spend_cap_reached
-    print(f"cap {cap} USD, estimate {each} USD: {served} served, {statuses.count(402)} refused, "
-          f"spend {spent} USD ({spent / cap:.1%} of the cap)")  # fmt: skip
     assert records == served  # one record per answered request
-    assert spent <= cap  # the overshoot bound: estimates bound the real cost here
+    # The bound: the cap is exceeded by at most what requests cost beyond their estimates.
+    excess = max(Decimal(0), spent / served - each) * served
+    print(f"max_tokens {max_tokens}: cap {cap} USD, estimate {each} USD: {served} served, "
+          f"{statuses.count(402)} refused, spend {spent} USD ({spent / cap:.1%} of the cap), "
+          f"bound {cap + excess} USD")  # fmt: skip
+    assert spent <= cap + excess
+    for log in tmp_path.glob("replica-*.log"):  # the store decided every request: none failed open
+        assert "spend caps:" not in log.read_text(), log.read_text()[-2000:]
     assert served >= FITS  # every request that fits at its full estimate got in
     assert statuses.count(402) > 0  # the cap did stop the burst
 
@@ -157,14 +165,27 @@ class TestReplicas:
     def test_two_replicas_on_postgresql_hold_the_cap(
         self, tmp_path: Path, emu: RunningEmulator, pg_url: str
     ) -> None:
-        """PostgreSQL: reservations under a per-organisation advisory lock."""
+        """PostgreSQL: reservations under a per-organisation advisory lock; estimates that
+        bound the cost keep spend under the cap."""
         run_burst(pg_url, tmp_path, emu)
+        spent, _ = ledger_state(pg_url)
+        assert spent <= one_estimate(BODY) * FITS
+
+    def test_estimates_below_the_cost_overshoot_by_no_more_than_their_shortfall(
+        self, tmp_path: Path, emu: RunningEmulator, pg_url: str
+    ) -> None:
+        """PostgreSQL, ``max_tokens`` 1 while 8 tokens come back: the overshoot stays within
+        the requests' cost beyond their estimates."""
+        run_burst(pg_url, tmp_path, emu, max_tokens=1)
 
     def test_two_processes_on_one_sqlite_file_hold_the_cap(
         self, tmp_path: Path, emu: RunningEmulator
     ) -> None:
         """SQLite: reservations inside BEGIN IMMEDIATE, serialised by the file lock."""
-        run_burst(f"sqlite:///{tmp_path / 'shared.sqlite3'}", tmp_path, emu)
+        url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+        run_burst(url, tmp_path, emu)
+        spent, _ = ledger_state(url)
+        assert spent <= one_estimate(BODY) * FITS
 
 
 @pytest.fixture(autouse=True)

@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 import anyio
 
@@ -41,6 +41,7 @@ from flexroute.ledger.quota import (
     NO_CAPS,
     Blocked,
     Caps,
+    Outcome,
     Reservation,
     Totals,
     blocked,
@@ -89,6 +90,13 @@ class _Answer(Generic[_T]):
 
 
 @dataclass(slots=True)
+class _Queued:
+    reservation: Reservation
+    outcome: Outcome | None = None
+    done: bool = False
+
+
+@dataclass(slots=True)
 class Hold:
     """One admitted request: its estimate, and the reservation it holds (if capped)."""
 
@@ -121,6 +129,9 @@ class Quota:
         self._pending: dict[tuple[str, str | None], anyio.Event] = {}
         self._down_until = float("-inf")
         self._unreleased: list[str] = []  # reservations to delete once the store answers
+        self._releasing = False
+        self._queued: dict[str, list[_Queued]] = {}  # reservations waiting for a batch
+        self._flushing: dict[str, anyio.Event] = {}  # orgs with a batch at the store
 
     @property
     def store_down(self) -> bool:
@@ -167,13 +178,19 @@ class Quota:
                 await self._release()
 
     async def _release(self) -> None:
-        """Delete the reservations of finished requests; those the store could not take (it
-        is down) wait for the next request that finds it up."""
-        while self._unreleased and not self.store_down:
-            reservation_id = self._unreleased[-1]
-            if not await self._call(self.store.release(reservation_id), "release"):
-                return
-            self._unreleased.remove(reservation_id)
+        """Delete the reservations of finished requests in one batch, one batch at a time;
+        those the store could not take (it is down) wait for a later call that finds it up."""
+        if self._releasing or self.store_down or not self._unreleased:
+            return
+        self._releasing = True
+        try:
+            for _ in range(3):  # those that finished meanwhile too, within a bound
+                batch = self._unreleased[:500]
+                if not batch or not await self._call(self.store.release(batch), "release"):
+                    return
+                del self._unreleased[: len(batch)]
+        finally:
+            self._releasing = False
 
     async def headers(self, org_id: str, key_id: str | None) -> list[tuple[str, str]]:
         """``x-flexroute-spend-month-usd`` and, where a spend cap is set,
@@ -195,15 +212,14 @@ class Quota:
         month = month_start(self._wall())
         reservation = Reservation(org_id, key_id, guess.cost, guess.fee, self._wall()
                                   + RESERVATION_LIFETIME)  # fmt: skip
-        answer = _Answer[Any](None, ok=False)
+        outcome = None
         if not self.store_down:
             await self._release()
-            answer = await self._call(self.store.reserve(reservation, month), "reservation")
-        if answer.ok:
-            verdict, caps, _ = answer.value
-            view.caps = caps
-            if verdict is not None:
-                raise spend_cap_reached(verdict, next_month(month))
+            outcome = await self._in_store(reservation, month)
+        if outcome is not None:
+            view.caps = outcome.caps
+            if outcome.blocked is not None:
+                raise spend_cap_reached(outcome.blocked, next_month(month))
             hold.reservation_id = reservation.reservation_id
             return
         # Fail open on this replica's own view: its month plus its in-flight estimates.
@@ -212,6 +228,41 @@ class Quota:
         verdict = blocked(view.caps, local, guess.cost, guess.fee)
         if verdict is not None:
             raise spend_cap_reached(verdict, next_month(month))
+
+    async def _in_store(self, reservation: Reservation, month: dt.datetime) -> Outcome | None:
+        """The store's verdict on ``reservation`` (None: the store failed). One
+        organisation's reservations go to the store in batches, one batch at a time per
+        process: a burst of N requests costs a few transactions, not N waiting for the pool."""
+        org_id = reservation.org_id
+        entry = _Queued(reservation)
+        self._queued.setdefault(org_id, []).append(entry)
+        try:
+            while not entry.done:
+                busy = self._flushing.get(org_id)
+                if busy is not None:
+                    await busy.wait()
+                    continue
+                self._flushing[org_id] = event = anyio.Event()
+                batch = self._queued.pop(org_id, [])
+                try:
+                    with anyio.CancelScope(shield=True):  # the batch is others' too
+                        answer = await self._call(
+                            self.store.reserve([q.reservation for q in batch], month),
+                            "reservation",
+                        )
+                    for i, queued in enumerate(batch):
+                        queued.outcome = answer.value[i] if answer.ok else None
+                        queued.done = True
+                finally:
+                    del self._flushing[org_id]
+                    event.set()
+        except BaseException:  # cancelled (the client left): give back what it got
+            if entry.outcome is not None and entry.outcome.blocked is None:
+                self._unreleased.append(reservation.reservation_id)
+            elif entry in self._queued.get(org_id, []):
+                self._queued[org_id].remove(entry)
+            raise
+        return entry.outcome
 
     async def _view(self, org_id: str, key_id: str | None) -> _View:
         """The cached view, refreshed when older than ``ttl`` (one fetch at a time); while

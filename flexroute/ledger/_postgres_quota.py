@@ -12,7 +12,7 @@ import psycopg
 from flexroute.ledger import quota as r
 from flexroute.ledger._sql import pg
 from flexroute.ledger._sqlite_quota import caps_from_rows
-from flexroute.ledger.quota import Blocked, Caps, Reservation, Totals
+from flexroute.ledger.quota import Caps, Reservation, Totals
 from flexroute.money import from_pico, to_pico
 
 Conn = psycopg.AsyncConnection[Any]
@@ -49,37 +49,47 @@ async def _sums(conn: Conn, sql: str, params: tuple[Any, ...]) -> Totals:
 
 
 async def reserve(
-    conn: Conn, reservation: Reservation, since: dt.datetime
-) -> tuple[Blocked | None, tuple[Caps, Caps], tuple[Totals, Totals]]:
-    org_id, key_id = reservation.org_id, reservation.key_id
+    conn: Conn, reservations: list[Reservation], since: dt.datetime
+) -> list[r.Outcome]:
+    """One organisation's reservations, in order, in one transaction under its lock."""
+    org_id = reservations[0].org_id
     now = dt.datetime.now(dt.UTC)
+    out = []
     async with conn.transaction():
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtext('flexroute-cap:' || %s))", (org_id,)
         )
         await conn.execute(pg(r.DELETE_EXPIRED), (org_id, now))
-        found = await caps(conn, org_id, key_id)
-        org, key = await totals(conn, org_id, key_id, since)
-        held = await _sums(conn, r.ORG_RESERVED, (org_id, now))
-        org = Totals(org.spend + held.spend, org.fees + held.fees)
-        if key_id is not None:
-            held = await _sums(conn, r.KEY_RESERVED, (org_id, key_id, now))
-            key = Totals(key.spend + held.spend, key.fees + held.fees)
-        verdict = r.blocked(found, (org, key), reservation.cost, reservation.fee)
-        if verdict is None:
-            await conn.execute(
-                pg(r.INSERT_RESERVATION),
-                (
-                    reservation.reservation_id,
-                    org_id,
-                    key_id,
-                    to_pico(reservation.cost),
-                    to_pico(reservation.fee),
-                    reservation.expires_at,
-                ),
-            )
-    return verdict, found, (org, key)
+        month, _ = await totals(conn, org_id, None, since)
+        org = _add(month, await _sums(conn, r.ORG_RESERVED, (org_id, now)))
+        keys: dict[str, Totals] = {}
+        for reservation in reservations:
+            key_id = reservation.key_id
+            found = await caps(conn, org_id, key_id)
+            key = Totals()
+            if key_id is not None:
+                if key_id not in keys:
+                    _, mine = await totals(conn, org_id, key_id, since)
+                    held = await _sums(conn, r.KEY_RESERVED, (org_id, key_id, now))
+                    keys[key_id] = _add(mine, held)
+                key = keys[key_id]
+            verdict = r.blocked(found, (org, key), reservation.cost, reservation.fee)
+            out.append(r.Outcome(verdict, found, (org, key)))
+            if verdict is None:
+                await conn.execute(
+                    pg(r.INSERT_RESERVATION), r.reservation_row(reservation, iso=False)
+                )
+                org = r.plus(org, reservation)
+                if key_id is not None:
+                    keys[key_id] = r.plus(keys[key_id], reservation)
+    return out
 
 
-async def release(conn: Conn, reservation_id: str) -> None:
-    await conn.execute(pg(r.DELETE_RESERVATION), (reservation_id,))
+def _add(a: Totals, b: Totals) -> Totals:
+    return Totals(a.spend + b.spend, a.fees + b.fees)
+
+
+async def release(conn: Conn, reservation_ids: list[str]) -> None:
+    await conn.execute(
+        "DELETE FROM reservations WHERE reservation_id = ANY(%s)", (reservation_ids,)
+    )

@@ -61,37 +61,43 @@ def _totals(row: tuple[int, int]) -> Totals:
 
 
 def reserve(
-    db: sqlite3.Connection, reservation: Reservation, since: dt.datetime
-) -> tuple[r.Blocked | None, tuple[Caps, Caps], tuple[Totals, Totals]]:
-    """In the caller's ``BEGIN IMMEDIATE``: the org's caps, its month with live reservations,
-    and, if the reservation fits, the reservation written."""
+    db: sqlite3.Connection, reservations: list[Reservation], since: dt.datetime
+) -> list[r.Outcome]:
+    """In the caller's ``BEGIN IMMEDIATE``: each reservation (one organisation's, in order)
+    checked against the caps, the month and every live reservation, earlier ones of the
+    batch included, and written if it fits."""
     now = dt.datetime.now(dt.UTC).isoformat()
-    org_id, key_id = reservation.org_id, reservation.key_id
+    org_id = reservations[0].org_id
     db.execute(r.DELETE_EXPIRED, (org_id, now))
-    found = caps(db, org_id, key_id)
-    org, key = totals(db, org_id, key_id, since)
-    org = _plus(org, db.execute(r.ORG_RESERVED, (org_id, now)).fetchone())
-    if key_id is not None:
-        key = _plus(key, db.execute(r.KEY_RESERVED, (org_id, key_id, now)).fetchone())
-    verdict = r.blocked(found, (org, key), reservation.cost, reservation.fee)
-    if verdict is None:
-        db.execute(
-            r.INSERT_RESERVATION,
-            (
-                reservation.reservation_id,
-                org_id,
-                key_id,
-                to_pico(reservation.cost),
-                to_pico(reservation.fee),
-                reservation.expires_at.astimezone(dt.UTC).isoformat(),
-            ),
-        )
-    return verdict, found, (org, key)
+    org = _plus(
+        totals(db, org_id, None, since)[0], db.execute(r.ORG_RESERVED, (org_id, now)).fetchone()
+    )
+    keys: dict[str, Totals] = {}
+    out = []
+    for reservation in reservations:
+        key_id = reservation.key_id
+        found = caps(db, org_id, key_id)
+        key = Totals()
+        if key_id is not None:
+            if key_id not in keys:
+                month = totals(db, org_id, key_id, since)[1]
+                keys[key_id] = _plus(
+                    month, db.execute(r.KEY_RESERVED, (org_id, key_id, now)).fetchone()
+                )
+            key = keys[key_id]
+        verdict = r.blocked(found, (org, key), reservation.cost, reservation.fee)
+        out.append(r.Outcome(verdict, found, (org, key)))
+        if verdict is None:
+            db.execute(r.INSERT_RESERVATION, r.reservation_row(reservation, iso=True))
+            org = r.plus(org, reservation)
+            if key_id is not None:
+                keys[key_id] = r.plus(keys[key_id], reservation)
+    return out
 
 
 def _plus(base: Totals, row: tuple[int, int]) -> Totals:
     return Totals(base.spend + from_pico(int(row[0])), base.fees + from_pico(int(row[1])))
 
 
-def release(db: sqlite3.Connection, reservation_id: str) -> None:
-    db.execute(r.DELETE_RESERVATION, (reservation_id,))
+def release(db: sqlite3.Connection, reservation_ids: list[str]) -> None:
+    db.executemany(r.DELETE_RESERVATION, [(i,) for i in reservation_ids])

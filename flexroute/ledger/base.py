@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from flexroute.ledger.keys import ApiKey, SealedProviderKey
-from flexroute.ledger.quota import Blocked, Caps, Reservation, Totals
+from flexroute.ledger.quota import Caps, Outcome, Reservation, Totals
 from flexroute.money import format_usd
 from flexroute.usage import Usage
 
@@ -256,15 +256,13 @@ class Store(Protocol):
     ) -> tuple[Totals, Totals]:
         """Recorded spend and fees since ``since``, of the organisation and of the key."""
 
-    async def reserve(
-        self, reservation: Reservation, since: dt.datetime
-    ) -> tuple[Blocked | None, tuple[Caps, Caps], tuple[Totals, Totals]]:
-        """Atomically, across processes: write ``reservation`` unless it would break a cap
-        (totals since ``since`` plus live reservations). Returns the cap it would break (None:
-        written), the caps read and the totals before this reservation."""
+    async def reserve(self, reservations: list[Reservation], since: dt.datetime) -> list[Outcome]:
+        """Atomically, across processes: for each of one organisation's ``reservations``, in
+        order, write it unless it would break a cap (totals since ``since`` plus every live
+        reservation, earlier ones of the batch included); one :class:`Outcome` each."""
 
-    async def release(self, reservation_id: str) -> None:
-        """Delete a reservation (its request's record is written, or it never went out)."""
+    async def release(self, reservation_ids: list[str]) -> None:
+        """Delete reservations (their requests' records are written, or they never went out)."""
 
     async def create_key(self, key: ApiKey, key_hash: str) -> None:
         """Store a new flexroute key by its hash (see :mod:`flexroute.ledger.keys`)."""

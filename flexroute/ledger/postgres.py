@@ -41,7 +41,7 @@ from flexroute.ledger.base import (
     UsageRow,
     new_invoice_id,
 )
-from flexroute.ledger.quota import Blocked, Caps, Reservation, Totals
+from flexroute.ledger.quota import Caps, Outcome, Reservation, Totals
 from flexroute.money import to_pico
 
 MIGRATIONS: tuple[str, ...] = (
@@ -319,15 +319,13 @@ class PostgresStore:
         async with self._conn() as conn:
             return await quota.totals(conn, org_id, key_id, since)
 
-    async def reserve(
-        self, reservation: Reservation, since: dt.datetime
-    ) -> tuple[Blocked | None, tuple[Caps, Caps], tuple[Totals, Totals]]:
+    async def reserve(self, reservations: list[Reservation], since: dt.datetime) -> list[Outcome]:
         async with self._conn() as conn:
-            return await quota.reserve(conn, reservation, since)
+            return await quota.reserve(conn, reservations, since)
 
-    async def release(self, reservation_id: str) -> None:
+    async def release(self, reservation_ids: list[str]) -> None:
         async with self._conn() as conn:
-            await quota.release(conn, reservation_id)
+            await quota.release(conn, reservation_ids)
 
     # -- gateway access (flexroute.ledger.keys) --------------------------------------------
 

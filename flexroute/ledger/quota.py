@@ -18,9 +18,9 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from flexroute.money import ZERO
+from flexroute.money import ZERO, to_pico
 
-__all__ = ["Blocked", "Caps", "Reservation", "Totals", "blocked", "month_start"]
+__all__ = ["Blocked", "Caps", "Outcome", "Reservation", "Totals", "blocked", "month_start"]
 
 ORG_SCOPE = ""  # the caps table's key_id for an organisation-wide cap
 
@@ -92,6 +92,32 @@ def blocked(
         ):
             return Blocked(scope, "fee", cap.fee_cap, total.fees)
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A reservation's verdict (None: written), the caps read and the totals it was checked
+    against (recorded plus live reservations, before it)."""
+
+    blocked: Blocked | None
+    caps: tuple[Caps, Caps]
+    totals: tuple[Totals, Totals]
+
+
+def plus(total: Totals, reservation: Reservation) -> Totals:
+    return Totals(total.spend + reservation.cost, total.fees + reservation.fee)
+
+
+def reservation_row(reservation: Reservation, *, iso: bool) -> tuple[object, ...]:
+    expires = reservation.expires_at.astimezone(dt.UTC)
+    return (
+        reservation.reservation_id,
+        reservation.org_id,
+        reservation.key_id,
+        to_pico(reservation.cost),
+        to_pico(reservation.fee),
+        expires.isoformat() if iso else expires,
+    )
 
 
 def month_start(at: dt.datetime) -> dt.datetime:

@@ -37,7 +37,7 @@ from flexroute.ledger._rows import COLUMNS as _COLUMNS
 from flexroute.ledger._rows import from_row as _from_row
 from flexroute.ledger._rows import to_row as _to_row
 from flexroute.ledger.base import ACTIVE, Invoice, LedgerRecord, Org, UsageRow
-from flexroute.ledger.quota import Blocked, Caps, Reservation, Totals
+from flexroute.ledger.quota import Caps, Outcome, Reservation, Totals
 from flexroute.money import to_pico
 
 MIGRATIONS: tuple[str, ...] = (
@@ -311,15 +311,13 @@ class SQLiteStore:
     ) -> tuple[Totals, Totals]:
         return await self._read(quota.totals, org_id, key_id, since)
 
-    async def reserve(
-        self, reservation: Reservation, since: dt.datetime
-    ) -> tuple[Blocked | None, tuple[Caps, Caps], tuple[Totals, Totals]]:
-        done = await self._write(quota.reserve, reservation, since)
+    async def reserve(self, reservations: list[Reservation], since: dt.datetime) -> list[Outcome]:
+        done = await self._write(quota.reserve, reservations, since)
         assert done is not None  # reserve never signals BelowThreshold
         return done
 
-    async def release(self, reservation_id: str) -> None:
-        await self._write(quota.release, reservation_id)
+    async def release(self, reservation_ids: list[str]) -> None:
+        await self._write(quota.release, reservation_ids)
 
     # -- gateway access (flexroute.ledger.keys) --------------------------------------------
 

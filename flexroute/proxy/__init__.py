@@ -60,6 +60,7 @@ def create_app(
         on_shutdown=runtime.aclose,
         stripe_webhook=webhook,
         writer=runtime.writer,
+        background=runtime.background(),
     )
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
+
+import anyio
 
 from flexroute import __version__
 from flexroute.engine import Call, Engine, Reply
@@ -48,8 +50,10 @@ class ProxyApp:
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         stripe_webhook: billing.WebhookHandler | None = None,
         writer: SpooledWriter | None = None,
+        background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         self.engine = engine
+        self.background = background  # tasks that live as long as the app (lifespan)
         self.writer = writer
         self.stripe_webhook = stripe_webhook
         self.auth = auth
@@ -70,16 +74,20 @@ class ProxyApp:
         await self._proxy(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.gateway.enabled()  # read the mode once, before the first request
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self._on_shutdown is not None:
-                    await self._on_shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        async with anyio.create_task_group() as tasks:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await self.gateway.enabled()  # read the mode once, before the first request
+                    for task in self.background:  # e.g. the balance limit's charges
+                        tasks.start_soon(task)
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    tasks.cancel_scope.cancel()
+                    break
+        if self._on_shutdown is not None:
+            await self._on_shutdown()
+        await send({"type": "lifespan.shutdown.complete"})
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         query = scope["query_string"].decode("latin-1")
