@@ -52,6 +52,20 @@ class Call:
                 return value
         return None
 
+    def start_within_header(self) -> str | None:
+        """The ``x-flex-start-within`` header; sent twice with different values is a 400."""
+        values = {v.strip() for k, v in self.headers if k == "x-flex-start-within"}
+        if len(values) > 1:
+            shown = ", ".join(sorted(repr(v[:40]) for v in values))
+            raise RequestRejected(
+                400,
+                f"x-flex-start-within was sent more than once with different values ({shown}): "
+                "send it once.",
+                code="conflicting_start_within",
+                param="x-flex-start-within",
+            )
+        return values.pop() if values else None
+
     @property
     def upstream_path(self) -> str:
         """The path to send upstream: as the client encoded it, so an encoded ``%3F`` or

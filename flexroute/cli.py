@@ -154,7 +154,7 @@ def _ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     show.add_argument("--json", action="store_true", help="JSON instead of a table")
     show.set_defaults(run=lambda a: _async("orgs", "show", a.org, a.json))
     caps = org_actions.add_parser("caps", help="show or set monthly caps on fees and spend")
-    caps.add_argument("org")
+    caps.add_argument("org", help="the organisation id")
     caps.add_argument("--key", metavar="KEY_ID", help="the key's own caps (default: the org's)")
     caps.add_argument("--fee-cap", metavar="USD", help="monthly cap on fees; 'none' removes it")
     caps.add_argument("--spend-cap", metavar="USD", help="monthly cap on provider spend; 'none'")

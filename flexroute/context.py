@@ -3,6 +3,7 @@ and the forwarding of other paths."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -10,13 +11,14 @@ from flexroute.call import Call
 from flexroute.catalog import ModelPrices
 from flexroute.dialects import Dialect
 from flexroute.dialects.base import JSONDict
-from flexroute.ledger.base import LedgerRecord
+from flexroute.ledger.base import LedgerRecord, Status
 from flexroute.providers import Provider
 from flexroute.routing.decide import Decision, Reason, Route
 from flexroute.routing.flex import AttemptLog
-from flexroute.settle import money_headers
+from flexroute.settle import Priced, money_headers
 from flexroute.tracing import RequestTrace
 from flexroute.upstream import HOP_BY_HOP, Headers
+from flexroute.usage import Tier, Usage
 
 if TYPE_CHECKING:
     from flexroute.billing.quota import Hold
@@ -44,6 +46,43 @@ class RequestContext:
     flex_wait: float | None = None
     trace: RequestTrace | None = None  # set only when traces are on (flexroute.tracing)
     hold: Hold | None = None  # its place under the spend caps (flexroute.billing.quota)
+
+    def ledger_record(
+        self,
+        priced: Priced,
+        usage: Usage | None,
+        tier_served: Tier | None,
+        status: Status,
+        http: int,
+    ) -> LedgerRecord:
+        """The request's one ledger record, as it ended."""
+        start_within = self.decision.start_within
+        return LedgerRecord(
+            request_id=self.call.request_id,
+            org_id=self.call.org_id,
+            key_id=self.call.key_id,
+            provider=self.dialect.provider,
+            endpoint=self.call.path,
+            model=self.model,
+            route=str(self.route),
+            # an unpriced modality/cache write explains the missing costs; it wins
+            reason=priced.reason or (None if self.reason is None else str(self.reason)),
+            tier_requested=self.decision.tier_requested,
+            tier_served=None if tier_served is None else str(tier_served),
+            start_within_ms=None if start_within is None else round(start_within * 1000),
+            flex_wait_ms=None if self.flex_wait is None else round(self.flex_wait * 1000),
+            attempts=len(self.log.entries),
+            usage=usage,
+            standard_cost=priced.standard_cost,
+            actual_cost=priced.actual_cost,
+            saving=priced.saving,
+            fee=priced.fee,
+            status=status,
+            http_status=http,
+            received_at=self.call.received_wall,
+            completed_at=dt.datetime.now(dt.UTC),
+            attempt_log=tuple(self.log.entries),
+        )
 
 
 def reply_headers(

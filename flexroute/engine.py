@@ -8,7 +8,6 @@ before the client sees the last byte of the answer.
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -28,7 +27,6 @@ from flexroute.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamMalformed,
-    UpstreamTimeout,
 )
 from flexroute.forward import Forwarder
 from flexroute.ledger.base import LedgerRecord, Status, Store
@@ -40,7 +38,14 @@ from flexroute.routing.flex import AttemptLog, GaveUp, ProviderError, Started, r
 from flexroute.routing.streaming import StreamRefusals
 from flexroute.settle import price
 from flexroute.tracing import Tracer, traced
-from flexroute.upstream import HOP_BY_HOP, Headers, Upstream, UpstreamRequest, UpstreamResponse
+from flexroute.upstream import (
+    HOP_BY_HOP,
+    Headers,
+    Upstream,
+    UpstreamRequest,
+    UpstreamResponse,
+    is_event_stream,
+)
 from flexroute.usage import Tier, Usage
 
 if TYPE_CHECKING:
@@ -156,7 +161,7 @@ class Engine:
         facts = dialect.read(body, call.path)
         prices = self.catalog.lookup(dialect.provider, facts.model) if facts.model else None
         # The SDK client's default budget yields to any start_within or non-flex tier in the call.
-        header, default = _start_within_header(call), call.default_start_within
+        header, default = call.start_within_header(), call.default_start_within
         if header is None and default is not None and facts.start_within is MISSING:
             header = str(default) if facts.tier in (None, dialect.wire_tiers[Tier.FLEX]) else None
         reason = None
@@ -254,10 +259,10 @@ class Engine:
                 ctx.dialect, failures.unreachable(ctx.provider, error), ctx.call.request_id
             )
         except UpstreamError as error:  # it reached the provider: timed out, cut, malformed
-            ctx.log.add(label, began, self.clock(), _outcome(error), None)
+            ctx.log.add(label, began, self.clock(), failures.attempt_outcome(error), None)
             return await self._broken_reply(ctx, error)
         if ctx.wants_stream and response.status == 200:
-            if _is_event_stream(response):
+            if is_event_stream(response):
                 ctx.log.add(label, began, self.clock(), "streaming", 200)
                 return self._stream_reply(ctx, response, None)
             await response.aclose()
@@ -271,7 +276,9 @@ class Engine:
             if response.status == 200:
                 facts = ctx.dialect.read_response(data, response.header_map)
         except UpstreamError as error:
-            ctx.log.add(label, began, self.clock(), _outcome(error), response.status)
+            ctx.log.add(
+                label, began, self.clock(), failures.attempt_outcome(error), response.status
+            )
             return await self._broken_reply(ctx, error)
         finally:
             await response.aclose()
@@ -378,33 +385,7 @@ class Engine:
             flex_route=ctx.route is Route.FLEX and status is Status.OK,
             fee_rate=self.settings.fee_rate,
         )
-        start_within = ctx.decision.start_within
-        record = LedgerRecord(
-            request_id=ctx.call.request_id,
-            org_id=ctx.call.org_id,
-            key_id=ctx.call.key_id,
-            provider=ctx.dialect.provider,
-            endpoint=ctx.call.path,
-            model=ctx.model,
-            route=str(ctx.route),
-            # an unpriced modality/cache write explains the missing costs; it wins
-            reason=priced.reason or (None if ctx.reason is None else str(ctx.reason)),
-            tier_requested=ctx.decision.tier_requested,
-            tier_served=None if tier_served is None else str(tier_served),
-            start_within_ms=None if start_within is None else round(start_within * 1000),
-            flex_wait_ms=None if ctx.flex_wait is None else round(ctx.flex_wait * 1000),
-            attempts=len(ctx.log.entries),
-            usage=usage,
-            standard_cost=priced.standard_cost,
-            actual_cost=priced.actual_cost,
-            saving=priced.saving,
-            fee=priced.fee,
-            status=status,
-            http_status=http,
-            received_at=ctx.call.received_wall,
-            completed_at=dt.datetime.now(dt.UTC),
-            attempt_log=tuple(ctx.log.entries),
-        )
+        record = ctx.ledger_record(priced, usage, tier_served, status, http)
         await self.sink.record(record)  # the store, or its spool when the store is down
         await self._settle(ctx, record)
         if self.on_record is not None:
@@ -412,29 +393,3 @@ class Engine:
         if ctx.trace is not None:
             ctx.trace.end(record)
         return record
-
-
-def _outcome(error: UpstreamError) -> str:
-    """The attempt log's word for an answer that failed after it reached the provider."""
-    if isinstance(error, UpstreamTimeout):
-        return "timed-out"
-    return "malformed" if isinstance(error, UpstreamMalformed) else "broken"
-
-
-def _is_event_stream(response: UpstreamResponse) -> bool:
-    return response.header_map.get("content-type", "").lower().startswith("text/event-stream")
-
-
-def _start_within_header(call: Call) -> str | None:
-    """The ``x-flex-start-within`` header; sent twice with different values is a 400."""
-    values = {v.strip() for k, v in call.headers if k == "x-flex-start-within"}
-    if len(values) > 1:
-        shown = ", ".join(sorted(repr(v[:40]) for v in values))
-        raise RequestRejected(
-            400,
-            f"x-flex-start-within was sent more than once with different values ({shown}): "
-            "send it once.",
-            code="conflicting_start_within",
-            param="x-flex-start-within",
-        )
-    return values.pop() if values else None

@@ -80,3 +80,10 @@ def in_band(status: Status, error: UpstreamError | None = None) -> tuple[str, st
         "the answer is incomplete. Retry the request."
     )
     return message, "upstream_timeout" if stalled else "upstream_stream_broken"
+
+
+def attempt_outcome(error: UpstreamError) -> str:
+    """The attempt log's word for an answer that failed after it reached the provider."""
+    if isinstance(error, UpstreamTimeout):
+        return "timed-out"
+    return "malformed" if isinstance(error, UpstreamMalformed) else "broken"

@@ -24,7 +24,7 @@ from flexroute.ledger.base import Status
 from flexroute.providers import Provider
 from flexroute.routing.decide import Decision, Reason, Route
 from flexroute.routing.flex import AttemptLog
-from flexroute.upstream import HOP_BY_HOP, UpstreamRequest, UpstreamResponse
+from flexroute.upstream import HOP_BY_HOP, UpstreamRequest, UpstreamResponse, is_event_stream
 
 if TYPE_CHECKING:
     from flexroute.engine import Engine
@@ -89,7 +89,7 @@ class Forwarder:
     ) -> AsyncGenerator[bytes, None]:
         status = Status.CLIENT_CLOSED
         broken: UpstreamError | None = None
-        events = _is_event_stream(response)
+        events = is_event_stream(response)
         held = b""  # an event stream's unfinished event: sent once it ends, dropped if cut
         try:
             async for chunk in response.aiter_bytes():
@@ -111,10 +111,6 @@ class Forwarder:
                 yield ctx.dialect.stream_error(*failures.in_band(status, broken))
                 return
             raise broken  # the relay aborts the client's connection: never a clean, cut body
-
-
-def _is_event_stream(response: UpstreamResponse) -> bool:
-    return response.header_map.get("content-type", "").lower().startswith("text/event-stream")
 
 
 def _whole_events(data: bytes) -> tuple[bytes, bytes]:

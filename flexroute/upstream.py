@@ -375,3 +375,8 @@ def _origin(url: str) -> str:
     """Scheme, host and port only: a query string may carry a key (Gemini ``?key=``)."""
     scheme, _, rest = url.partition("://")
     return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
+
+
+def is_event_stream(response: UpstreamResponse) -> bool:
+    """Whether ``response`` says it is a server-sent event stream."""
+    return response.header_map.get("content-type", "").lower().startswith("text/event-stream")

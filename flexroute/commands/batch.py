@@ -26,14 +26,22 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Run an OpenAI Batch API or Gemini batch input file through flexroute's "
         "engine: flex first within --start-within, standard when flex will not start.",
     )
-    batch.add_argument("input", type=Path, metavar="INPUT.jsonl")
-    batch.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT.jsonl")
+    batch.add_argument(
+        "input", type=Path, metavar="INPUT.jsonl", help="OpenAI or Gemini Batch API input lines"
+    )
+    batch.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="OUTPUT.jsonl",
+        help="output lines in the Batch API's format, appended as each line finishes",
+    )  # fmt: skip
     batch.add_argument(
         "--start-within", metavar="DURATION",
         help="flex budget of each line without its own (default FLEXROUTE_DEFAULT_START_WITHIN, "
         'else 60s; "off": none, lines go as written)',
     )  # fmt: skip
-    batch.add_argument("--concurrency", type=_positive_int, default=32, metavar="N")
+    batch.add_argument(
+        "--concurrency", type=_positive_int, default=32, metavar="N",
+        help="lines in flight at once (default 32)",
+    )  # fmt: skip
     batch.add_argument("--rpm", type=_positive_float, metavar="N", help="at most N starts a minute")
     batch.add_argument(
         "--resume", action="store_true",
@@ -42,7 +50,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     batch.add_argument("--via", metavar="URL", help="send to a running `flexroute serve` instead")
     batch.add_argument("--model", help="Gemini lines without request.model use this model")
     batch.add_argument(
-        "--header", action="append", default=[], metavar="'NAME: VALUE'",
+        "--header", action="append", metavar="'NAME: VALUE'",
         help="an extra request header for every line (repeatable)",
     )  # fmt: skip
     batch.add_argument(
@@ -82,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         via=args.via,
         model=args.model,
-        headers=tuple(_header(h) for h in args.header),
+        headers=tuple(_header(h) for h in args.header or ()),
         key=_key(args.key_file),
         max_retries=max(0, args.max_retries),
         progress=False if args.no_progress else None,
