@@ -124,7 +124,10 @@ class TestStore:
         since = month_start(NOW)
 
         def hold(cost: str, key: str | None = None) -> Reservation:
-            return Reservation("acme", key, Decimal(cost), ZERO, NOW + dt.timedelta(minutes=5))
+            # live for 5 minutes from now (NOW is the module's import time: minutes ago in a
+            # full run, and an expired reservation no longer counts)
+            expires = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+            return Reservation("acme", key, Decimal(cost), ZERO, expires)
 
         async def work(store: Any) -> None:
             await store.set_caps("acme", None, Caps(spend_cap=Decimal("1")))
