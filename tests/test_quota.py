@@ -430,8 +430,11 @@ class TestBalanceLimit:
                 return found
 
             deadline = time.monotonic() + 15
-            while not (found := run_store(settings.database_url, invoices)):
-                assert time.monotonic() < deadline, "no early invoice"
+            # the invoice is written `charging`, then charged: wait for the charge's outcome
+            while not (found := run_store(settings.database_url, invoices)) or any(
+                invoice.status == "charging" for invoice in found
+            ):
+                assert time.monotonic() < deadline, f"no early invoice charged: {found}"
                 time.sleep(0.2)
         assert len(found) == 1
         assert found[0].amount == fee
