@@ -105,6 +105,13 @@ _CALM = Conditions(0.01, 0.08, 0.7, (0.2, 0.5), burst_rate=0.02, burst_mean=1.0)
 _DEGRADED = Conditions(0.15, 0.6, 0.9, (0.5, 1.0), burst_rate=0.15, burst_mean=2.0)
 _OUTAGE = Conditions(0.8, 20.0, 0.5, (0.5, 1.5))  # the rest are accepted and never start
 _RECOVERY = Conditions(0.3, 0.4, 0.8, (0.5, 1.0), burst_rate=0.2, burst_mean=1.0)
+# Both climates share what each state is like; they differ in how often states change.
+_CONDITIONS = {
+    State.CALM: _CALM,
+    State.DEGRADED: _DEGRADED,
+    State.OUTAGE: _OUTAGE,
+    State.RECOVERY: _RECOVERY,
+}
 
 CLIMATES: dict[str, Climate] = {
     # Mostly calm: an outage now and then (about 3% of the time).
@@ -116,12 +123,7 @@ CLIMATES: dict[str, Climate] = {
             State.OUTAGE: {State.RECOVERY: 1 / 8},
             State.RECOVERY: {State.CALM: 1 / 6, State.OUTAGE: 1 / 60},
         },
-        {
-            State.CALM: _CALM,
-            State.DEGRADED: _DEGRADED,
-            State.OUTAGE: _OUTAGE,
-            State.RECOVERY: _RECOVERY,
-        },
+        _CONDITIONS,
     ),
     # Waves: outages of ~15 s, a third of the time or so, with degraded spells between.
     "outage": Climate(
@@ -132,12 +134,7 @@ CLIMATES: dict[str, Climate] = {
             State.OUTAGE: {State.RECOVERY: 1 / 15},
             State.RECOVERY: {State.CALM: 1 / 6, State.OUTAGE: 1 / 20},
         },
-        {
-            State.CALM: _CALM,
-            State.DEGRADED: _DEGRADED,
-            State.OUTAGE: _OUTAGE,
-            State.RECOVERY: _RECOVERY,
-        },
+        _CONDITIONS,
     ),
 }
 
