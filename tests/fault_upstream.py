@@ -18,7 +18,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from flexroute.config import Settings
 from tests.recording_upstream import Seen
 
 __all__ = ["Fault", "FaultUpstream", "dead_url", "fault_upstream"]
@@ -157,3 +160,22 @@ def dead_url() -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def settings_for(url: str, ledger: Path, **overrides: Any) -> Settings:
+    """A proxy's settings with every provider at ``url`` (server keys of its own) and its
+    ledger in the SQLite file ``ledger``; short bounds so a silent fault ends a test soon."""
+    values: dict[str, Any] = {
+        "openai_base_url": f"{url}/v1",
+        "gemini_base_url": url,
+        "anthropic_base_url": url,
+        "database_url": f"sqlite:///{ledger}",
+        "openai_api_key": "sk-server",
+        "gemini_api_key": "g-server",
+        "google_api_key": None,
+        "anthropic_api_key": "a-server",
+        "upstream_headers_timeout": 5.0,
+        "upstream_idle_timeout": 5.0,
+        **overrides,
+    }
+    return Settings.model_validate(values)

@@ -35,7 +35,7 @@ from flexroute import capture
 from flexroute.config import Settings
 from flexroute.proxy import create_app
 from flexroute.testing import serve_in_thread
-from tests.fault_upstream import Fault, dead_url, fault_upstream, sse
+from tests.fault_upstream import Fault, dead_url, fault_upstream, settings_for, sse
 from tests.recording_upstream import Seen
 
 HEADERS_BOUND = 0.6  # FLEXROUTE_UPSTREAM_HEADERS_TIMEOUT in this module
@@ -691,20 +691,7 @@ def content_stand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stand]:
         return hostile(dialect, case, stream)
 
     with fault_upstream(answer) as upstream:
-        settings = Settings.model_validate(
-            {
-                "openai_base_url": f"{upstream.url}/v1",
-                "gemini_base_url": upstream.url,
-                "anthropic_base_url": upstream.url,
-                "database_url": f"sqlite:///{tmp / 'ledger.sqlite3'}",
-                "openai_api_key": "sk-server",
-                "gemini_api_key": "g-server",
-                "google_api_key": None,
-                "anthropic_api_key": "a-server",
-                "upstream_headers_timeout": 5.0,
-                "upstream_idle_timeout": 5.0,
-            }
-        )
+        settings = settings_for(upstream.url, tmp / "ledger.sqlite3")
         with serve_in_thread(create_app(settings)) as url:
             yield Stand(url, "", tmp / "ledger.sqlite3", tmp / "none")
 

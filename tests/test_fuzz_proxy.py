@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from flexroute.config import Settings
 from flexroute.proxy import create_app
 from flexroute.testing import serve_in_thread
-from tests.fault_upstream import Fault, fault_upstream, sse
+from tests.fault_upstream import Fault, fault_upstream, settings_for, sse
 from tests.recording_upstream import Answer, RecordingUpstream, Seen, recording_upstream
 
 ANSWER_WITHIN = 15.0  # seconds: a request still open after this is a hang
@@ -279,20 +279,8 @@ def hostile_answers(draw: st.DrawFn, dialect: str, stream: bool) -> Fault:
 def hostile_stand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, Path]]:
     tmp: Path = tmp_path_factory.mktemp("fuzz-answers")
     with fault_upstream() as upstream:
-        values: dict[str, Any] = {
-            "openai_base_url": f"{upstream.url}/v1",
-            "gemini_base_url": upstream.url,
-            "anthropic_base_url": upstream.url,
-            "database_url": f"sqlite:///{tmp / 'ledger.sqlite3'}",
-            "openai_api_key": "sk-server",
-            "gemini_api_key": "g-server",
-            "google_api_key": None,
-            "anthropic_api_key": "a-server",
-            "upstream_headers_timeout": 5.0,
-            "upstream_idle_timeout": 5.0,
-            "upstream_total_timeout": 10.0,
-        }
-        with serve_in_thread(create_app(Settings.model_validate(values))) as url:
+        settings = settings_for(upstream.url, tmp / "ledger.sqlite3", upstream_total_timeout=10.0)
+        with serve_in_thread(create_app(settings)) as url:
             yield url, upstream, tmp / "ledger.sqlite3"
 
 
