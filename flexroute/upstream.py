@@ -28,7 +28,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import aiohttp
 import anyio
@@ -123,6 +123,19 @@ class UpstreamResponse(Protocol):
 
     async def aclose(self) -> None:
         """Release the response; closes the connection unless it was read to the end."""
+
+
+_R = TypeVar("_R", bound=UpstreamResponse)
+
+
+async def _checked(answer: _R) -> _R:
+    """``answer``, if its head is one HTTP allows; else it is closed and refused."""
+    try:
+        check_head(answer.status, answer.headers)
+    except UpstreamMalformed:
+        await answer.aclose()
+        raise
+    return answer
 
 
 class Upstream(Protocol):
@@ -251,12 +264,7 @@ class AiohttpUpstream:
                 f"the provider broke off before its response headers: {type(exc).__name__}"
             ) from exc
         answer = _AiohttpResponse(response, total, total - (anyio.current_time() - began))
-        try:
-            check_head(answer.status, answer.headers)
-        except UpstreamMalformed:
-            await answer.aclose()
-            raise
-        return answer
+        return await _checked(answer)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -356,12 +364,7 @@ class Httpx2Upstream:
                 f"the provider broke off before its response headers: {type(exc).__name__}"
             ) from exc
         answer = _Httpx2Response(response, total, deadline)
-        try:
-            check_head(answer.status, answer.headers)
-        except UpstreamMalformed:
-            await answer.aclose()
-            raise
-        return answer
+        return await _checked(answer)
 
     async def aclose(self) -> None:
         await self._client.aclose()
