@@ -235,6 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
     from flexroute.logs import configure as configure_logging
     from flexroute.providers import PROVIDERS, upstream_lines
     from flexroute.proxy import create_app
+    from flexroute.proxy.slow_clients import server_config
     from flexroute.proxy.workers import serve_workers, worker_count
     from flexroute.tracing import tracing_from_env, tracing_requested
 
@@ -289,8 +290,8 @@ def _serve(args: argparse.Namespace) -> int:
             log_format=args.log_format, log_level=args.log_level,
         )  # fmt: skip
     app = create_app(settings, gate_ttl=settings.billing_gate_ttl, tracer=tracer)
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+    config = server_config(
+        app, settings, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
         log_config=None,  # uvicorn's own lines through flexroute's handler and format
         lifespan="on",  # a start-up error stops serve; shutdown closes the ledger and pools
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout),

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     # Hostile load (issue 11 item 7): at most this many open connections to one provider host;
     # a burst beyond it waits for a pooled connection (within the connect timeout).
     upstream_connections_per_host: int = Field(default=100, gt=0)
+    # A pooled provider connection unused this long is closed (providers close theirs at 60-90 s).
+    upstream_pool_idle_timeout: float = Field(default=30.0, gt=0)
+    # Slow clients (gateway mode listens publicly): a request's headers must arrive within
+    # this many seconds of its first byte (or of the connection's opening), its body within
+    # the body timeout of its headers; else 408 and the connection is closed.
+    client_header_timeout: float = Field(default=20.0, gt=0)
+    client_body_timeout: float = Field(default=60.0, gt=0)
     # SIGTERM: stop accepting, let in-flight requests finish for at most this long, then exit.
     drain_timeout: float = Field(default=30.0, gt=0)
     ledger_write_timeout: float = Field(default=2.0, gt=0)

@@ -72,6 +72,7 @@ class Bounds:
     idle: float = 300.0  # between two reads of a response body
     per_host: int = 100  # open connections to one provider host, pooled or in use
     total: float = 1800.0  # request sent → the answer's last byte
+    pool_idle: float = 30.0  # a pooled connection unused this long is closed
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Bounds:
@@ -81,6 +82,7 @@ class Bounds:
             settings.upstream_idle_timeout,
             settings.upstream_connections_per_host,
             settings.upstream_total_timeout,
+            settings.upstream_pool_idle_timeout,
         )
 
 
@@ -221,14 +223,14 @@ class AiohttpUpstream:
                 timeout=self._timeout,
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-                # Idle connections are dropped before providers' typical 60-90 s idle close, so
-                # a pooled connection is rarely reused just as the server closes it. A burst
-                # beyond ``per_host`` waits for a connection instead of opening hundreds.
+                # Idle connections are dropped (default 30 s) before providers' typical 60-90 s
+                # idle close, so a pooled connection is rarely reused as the server closes it.
+                # A burst beyond ``per_host`` waits for a connection instead of opening hundreds.
                 connector=aiohttp.TCPConnector(
                     limit=0,
                     limit_per_host=self.bounds.per_host,
                     ttl_dns_cache=300,
-                    keepalive_timeout=30,
+                    keepalive_timeout=self.bounds.pool_idle,
                 ),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
@@ -340,6 +342,7 @@ class Httpx2Upstream:
             limits=httpx2.Limits(
                 max_connections=self.bounds.per_host,
                 max_keepalive_connections=self.bounds.per_host,
+                keepalive_expiry=self.bounds.pool_idle,
             ),
             transport=transport,
         )

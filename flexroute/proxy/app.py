@@ -97,7 +97,7 @@ class ProxyApp:
         access: Access | None = None
         try:
             headers = checked_headers(raw)
-            body = await read_body(receive)
+            body = await read_body(receive, within=self.engine.settings.client_body_timeout)
             if await self.gateway.enabled():
                 access = await self._admit(provider, headers, query)
                 headers, query = access.headers, access.query

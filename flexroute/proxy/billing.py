@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 
 from flexroute.commands._common import parse_when
 from flexroute.commands.usage import usage_json
-from flexroute.errors import ConfigError, PaymentError
+from flexroute.errors import ConfigError, PaymentError, RequestRejected
 from flexroute.ledger import Store
 from flexroute.proxy.http import ClientGone, read_body, request_headers, send_json
 from flexroute.proxy.types import Receive, Scope, Send
@@ -42,6 +42,11 @@ async def stripe_webhook(
     try:
         payload = await read_body(receive, limit=1024 * 1024)
     except ClientGone:
+        return
+    except RequestRejected as error:  # too large, or too slow to arrive
+        body = {"error": {"message": error.message, "type": "invalid_request_error",
+                          "code": error.code, "param": None}}  # fmt: skip
+        await send_json(send, error.status, json.dumps(body).encode(), list(error.headers.items()))
         return
     signature = dict(request_headers(scope)).get("stripe-signature")
     try:

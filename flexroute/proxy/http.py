@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+import anyio
+
 from flexroute.engine import Reply
 from flexroute.errors import RequestRejected, UpstreamError
 from flexroute.proxy.types import Receive, Scope, Send
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_HEADER_BYTES = 32 * 1024
+BODY_TIMEOUT = 60.0  # seconds; the proxy passes FLEXROUTE_CLIENT_BODY_TIMEOUT
 
 
 class ClientGone(Exception):  # noqa: N818 -- a condition, not a failure
     """The client disconnected before its request body arrived."""
 
 
-async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
+async def read_body(
+    receive: Receive, limit: int = MAX_BODY_BYTES, within: float = BODY_TIMEOUT
+) -> bytes:
+    """The request's body: 413 over ``limit`` bytes; 408 (and the connection closed) when it
+    has not all arrived ``within`` seconds after its headers, so a client sending it a byte
+    at a time cannot hold a connection (``FLEXROUTE_CLIENT_BODY_TIMEOUT``)."""
+    try:
+        with anyio.fail_after(within):
+            return await _read(receive, limit)
+    except TimeoutError:
+        raise RequestRejected(
+            408,
+            f"The request body did not arrive within {within:g} s of its headers; "
+            "send it at once (FLEXROUTE_CLIENT_BODY_TIMEOUT).",
+            code="request_timeout",
+            headers={"connection": "close"},
+        ) from None
+
+
+async def _read(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:

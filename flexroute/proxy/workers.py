@@ -106,15 +106,16 @@ def serve_workers(
     settings: Settings, *, host: str, port: int, workers: int, log_format: str, log_level: str
 ) -> int:
     """Run ``workers`` processes on ``host:port`` until SIGTERM; the exit status."""
-    import uvicorn
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
+
+    from flexroute.proxy.slow_clients import server_config
 
     os.environ[_LOG_FORMAT] = log_format
     os.environ[_LOG_LEVEL] = log_level
     os.environ[_PARENT] = str(os.getpid())
-    config = uvicorn.Config(
-        "flexroute.proxy.workers:create_worker_app", factory=True, workers=workers,
+    config = server_config(
+        "flexroute.proxy.workers:create_worker_app", settings, factory=True, workers=workers,
         host=host, port=port, log_level=log_level, access_log=False,
         log_config=None,  # each worker configures flexroute's handler in the factory
         lifespan="on", timeout_worker_healthcheck=30,  # a loaded box answers pings late

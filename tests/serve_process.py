@@ -1,0 +1,59 @@
+"""``flexroute serve`` as a child process of the test: its URL, its pid (for /proc), its ledger."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks._procs import free_port, module_process
+
+
+@dataclass(frozen=True)
+class Served:
+    base: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    def rss_bytes(self) -> int:
+        """The serve process's resident set size, from /proc."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS in /proc status")
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def healthy(self) -> bool:
+        try:
+            url = f"{self.base}/flexroute/v1/health"
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+
+@contextmanager
+def serve(upstream_url: str, ledger: Path, **settings: str) -> Iterator[Served]:
+    """``flexroute serve`` with every provider at ``upstream_url`` (server keys of its own), its
+    ledger in ``ledger``, and ``FLEXROUTE_<NAME>`` settings; stopped with SIGTERM at the end."""
+    port = free_port()
+    env = {
+        "FLEXROUTE_OPENAI_BASE_URL": f"{upstream_url}/v1",
+        "FLEXROUTE_GEMINI_BASE_URL": upstream_url,
+        "FLEXROUTE_ANTHROPIC_BASE_URL": upstream_url,
+        "FLEXROUTE_DATABASE_URL": f"sqlite:///{ledger}",
+        "OPENAI_API_KEY": "sk-server",
+        "GEMINI_API_KEY": "g-server",
+        "ANTHROPIC_API_KEY": "a-server",
+        **{f"FLEXROUTE_{k.upper()}": v for k, v in settings.items()},
+    }
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve", "--port", str(port), "--workers", "1"]
+    with module_process("flexroute.cli", args, f"{base}/flexroute/v1/health", env) as proc:
+        yield Served(base, port, proc)
