@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str | None = None  # Stripe's own API unless set (a local fake in tests)
     stripe_webhook_secret: SecretStr | None = None
+    # The dashboard's card form (issue 15): Stripe.js from this URL (localstripe's fake
+    # ``…/js.stripe.com/v3/`` in tests) with this publishable key; the card number goes from
+    # the browser to Stripe, never through flexroute.
+    stripe_publishable_key: str | None = None
+    stripe_js_url: str = "https://js.stripe.com/v3/"
+    # A dashboard session (signed in with a flexroute key) lasts this long (seconds).
+    dashboard_session_ttl: float = Field(default=8 * 3600.0, gt=0)
     billing_threshold_usd: Decimal = Decimal(20)
     # Issue 15: free fee credit for each new organisation (0: off), and the unpaid balance
     # above which a postpaid organisation is charged at once rather than at month end.
@@ -138,3 +145,13 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"base URL must start with http:// or https://, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("stripe_js_url")
+    @classmethod
+    def _check_stripe_js_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"FLEXROUTE_STRIPE_JS_URL must be an http(s) URL such as "
+                f"https://js.stripe.com/v3/, got {value!r}"
+            )
+        return value

@@ -8,7 +8,9 @@ of pico-USD (SQLite ``INTEGER``) so sums in SQL stay exact.
 
 from __future__ import annotations
 
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+
+from flexroute.errors import ConfigError
 
 ZERO = Decimal(0)
 NANO = Decimal("1e-9")
@@ -39,3 +41,20 @@ def format_usd(amount: Decimal) -> str:
     whole, _, frac = text.partition(".")
     frac = frac.rstrip("0")
     return f"{whole}.{frac.ljust(9, '0')}"
+
+
+def parse_usd(value: str | None, option: str) -> Decimal | None:
+    """An amount of USD typed by a person (a cap): ``50``, ``12.50``, ``$5``; ``None``, empty,
+    ``none`` or ``off`` is no amount. ConfigError names ``option`` and the value otherwise."""
+    if value is None or value.strip().lower() in ("", "none", "off"):
+        return None
+    try:
+        amount = Decimal(value.strip().removeprefix("$"))
+        to_pico(amount)
+    except (InvalidOperation, ValueError):
+        amount = Decimal(-1)
+    if not amount.is_finite() or amount < 0:
+        raise ConfigError(
+            f"{option} {value!r} is not an amount of USD: use e.g. 50 or 12.50 (or none to remove)"
+        )
+    return amount

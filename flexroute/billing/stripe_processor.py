@@ -59,12 +59,14 @@ class StripeProcessor:
     async def attach_card(self, org: Org, payment_method: str) -> CardOutcome:
         """Attach ``payment_method`` (``pm_…``) and make it the default for off-session use."""
         customer = await self.ensure_customer(org)
+        current = await self._call(lambda: self._client.v1.payment_methods.retrieve(payment_method))
         try:
-            await self._call(
-                lambda: self._client.v1.payment_methods.attach(
-                    payment_method, params={"customer": customer}
+            if current.customer != customer:  # a SetupIntent's card is attached already
+                await self._call(
+                    lambda: self._client.v1.payment_methods.attach(
+                        payment_method, params={"customer": customer}
+                    )
                 )
-            )
         except _Declined as declined:
             return CardOutcome(False, customer, declined.reason)
         await self._call(
@@ -73,6 +75,32 @@ class StripeProcessor:
             )
         )
         return CardOutcome(True, customer)
+
+    async def setup_intent(self, org: Org) -> tuple[str, str]:
+        """A SetupIntent for the dashboard's card form: ``(customer_ref, client_secret)``.
+        The browser confirms it with Stripe.js; the card number never reaches flexroute."""
+        customer = await self.ensure_customer(org)
+        params: Any = {
+            "customer": customer,
+            "usage": "off_session",
+            "payment_method_types": ["card"],
+        }
+        intent = await self._call(lambda: self._client.v1.setup_intents.create(params=params))
+        return customer, str(intent.client_secret)
+
+    async def use_setup(self, org: Org, setup_intent_id: str) -> CardOutcome:
+        """Make the card of a confirmed SetupIntent the org's default. The intent must be
+        this org's customer's (else PaymentError) and ``succeeded``."""
+        customer = await self.ensure_customer(org)
+        intent = await self._call(lambda: self._client.v1.setup_intents.retrieve(setup_intent_id))
+        if intent.customer != customer:
+            raise PaymentError(f"SetupIntent {setup_intent_id} is not this organisation's")
+        if intent.status != "succeeded" or not intent.payment_method:
+            error: Any = intent.last_setup_error
+            reason = str(error.code) if error is not None and error.code else intent.status
+            return CardOutcome(False, customer, reason)
+        method = intent.payment_method
+        return await self.attach_card(org, method if isinstance(method, str) else method.id)
 
     async def charge(
         self, org: Org, amount: Decimal, *, idempotency_key: str, invoice_id: str

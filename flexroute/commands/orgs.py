@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from decimal import Decimal, InvalidOperation
 
 from flexroute.commands._common import store_for
 from flexroute.config_file import load_settings
 from flexroute.errors import ConfigError
 from flexroute.ledger.quota import Caps, month_start, next_month
-from flexroute.money import format_usd, to_pico
+from flexroute.money import format_usd, parse_usd
 from flexroute.table import render_table
 
 
@@ -33,7 +32,7 @@ async def show(org_id: str, as_json: bool) -> int:
 async def caps(org_id: str, key_id: str | None, fee_cap: str | None, spend_cap: str | None) -> int:
     """Set the caps given (the others stay as they are), then print the scope's caps and
     its month so far. Proxies apply a change within their cap cache time (2 s)."""
-    fee, spend = _usd(fee_cap, "--fee-cap"), _usd(spend_cap, "--spend-cap")
+    fee, spend = parse_usd(fee_cap, "--fee-cap"), parse_usd(spend_cap, "--spend-cap")
     async with store_for(load_settings()) as store:
         if key_id is not None and key_id not in {k.key_id for k in await store.keys(org_id)}:
             raise ConfigError(
@@ -61,18 +60,3 @@ async def caps(org_id: str, key_id: str | None, fee_cap: str | None, spend_cap: 
     }
     print(json.dumps(data, indent=2))
     return 0
-
-
-def _usd(value: str | None, option: str) -> Decimal | None:
-    if value is None or value.strip().lower() in ("none", "off"):
-        return None
-    try:
-        amount = Decimal(value.strip().removeprefix("$"))
-        to_pico(amount)
-    except (InvalidOperation, ValueError):
-        amount = Decimal(-1)
-    if not amount.is_finite() or amount < 0:
-        raise ConfigError(
-            f"{option} {value!r} is not an amount of USD: use e.g. 50 or 12.50 (or none to remove)"
-        )
-    return amount

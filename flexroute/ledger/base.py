@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from flexroute.ledger.keys import ApiKey, SealedProviderKey
 from flexroute.ledger.quota import Caps, Outcome, Reservation, Totals
+from flexroute.ledger.sessions import Session
 from flexroute.money import format_usd
 from flexroute.usage import Usage
 
@@ -283,6 +284,16 @@ class Store(Protocol):
     async def provider_keys(self, org_id: str | None = None) -> list[SealedProviderKey]: ...
 
     async def provider_key(self, org_id: str, provider: str) -> SealedProviderKey | None: ...
+
+    async def recent(self, org_id: str, limit: int) -> list[LedgerRecord]:
+        """The organisation's latest ``limit`` records, newest first (the dashboard)."""
+
+    async def create_session(self, session_hash: str, session: Session) -> None:
+        """Store a dashboard session by the hash of its id; drop expired sessions."""
+
+    async def session(self, session_hash: str) -> Session | None: ...
+
+    async def end_session(self, session_hash: str) -> None: ...
 
     async def aclose(self) -> None: ...
 

@@ -24,6 +24,7 @@ from flexroute.errors import LedgerError
 from flexroute.ledger import _postgres_quota as quota
 from flexroute.ledger import _sql as q
 from flexroute.ledger import keys as k
+from flexroute.ledger import sessions as s
 from flexroute.ledger._rows import COLUMNS, from_row, to_row
 from flexroute.ledger._sqlite_billing import (
     BelowThreshold,
@@ -138,6 +139,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX reservations_org ON reservations (org_id, expires_at)
     """,
+    s.POSTGRES_MIGRATION,
 )
 
 # JSON columns come back as text so both backends share one row reader.
@@ -363,6 +365,27 @@ class PostgresStore:
     async def provider_key(self, org_id: str, provider: str) -> k.SealedProviderKey | None:
         row = await self._one(q.pg(k.PROVIDER_KEY), (org_id, provider))
         return None if row is None else k.provider_key_from_row(row)
+
+    # -- the dashboard (flexroute.ledger.sessions) -----------------------------------------
+
+    async def recent(self, org_id: str, limit: int) -> list[LedgerRecord]:
+        rows = await self._all(q.pg(s.recent_query(_SELECT)), (org_id, limit))
+        return [from_row(row) for row in rows]
+
+    async def create_session(self, session_hash: str, session: s.Session) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(q.pg(s.DELETE_EXPIRED_SESSIONS), (session.created_at,))
+            await conn.execute(
+                q.pg(s.INSERT_SESSION), s.session_row(session_hash, session, iso=False)
+            )
+
+    async def session(self, session_hash: str) -> s.Session | None:
+        row = await self._one(q.pg(s.SESSION_BY_HASH), (session_hash,))
+        return None if row is None else s.session_from_row(row)
+
+    async def end_session(self, session_hash: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(q.pg(s.DELETE_SESSION), (session_hash,))
 
     async def _all(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         async with self._conn() as conn:

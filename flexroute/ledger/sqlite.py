@@ -33,6 +33,7 @@ from flexroute.ledger import _sql as q
 from flexroute.ledger import _sqlite_billing as billing
 from flexroute.ledger import _sqlite_quota as quota
 from flexroute.ledger import keys as k
+from flexroute.ledger import sessions as s
 from flexroute.ledger._rows import COLUMNS as _COLUMNS
 from flexroute.ledger._rows import from_row as _from_row
 from flexroute.ledger._rows import to_row as _to_row
@@ -136,6 +137,7 @@ MIGRATIONS: tuple[str, ...] = (
     ) STRICT;
     CREATE INDEX reservations_org ON reservations (org_id, expires_at);
     """,
+    s.SQLITE_MIGRATION,
 )
 
 log = logging.getLogger("flexroute.ledger")
@@ -354,6 +356,26 @@ class SQLiteStore:
     async def provider_key(self, org_id: str, provider: str) -> k.SealedProviderKey | None:
         row = await self._read(lambda db: db.execute(k.PROVIDER_KEY, (org_id, provider)).fetchone())
         return None if row is None else k.provider_key_from_row(row)
+
+    # -- the dashboard (flexroute.ledger.sessions) -----------------------------------------
+
+    async def recent(self, org_id: str, limit: int) -> list[LedgerRecord]:
+        sql = s.recent_query(_COLUMNS)
+        return await self._read(lambda db: [_from_row(r) for r in db.execute(sql, (org_id, limit))])
+
+    async def create_session(self, session_hash: str, session: s.Session) -> None:
+        def create(db: sqlite3.Connection) -> None:
+            db.execute(s.DELETE_EXPIRED_SESSIONS, (session.created_at.isoformat(),))
+            db.execute(s.INSERT_SESSION, s.session_row(session_hash, session, iso=True))
+
+        await self._write(create)
+
+    async def session(self, session_hash: str) -> s.Session | None:
+        row = await self._read(lambda db: db.execute(s.SESSION_BY_HASH, (session_hash,)).fetchone())
+        return None if row is None else s.session_from_row(row)
+
+    async def end_session(self, session_hash: str) -> None:
+        await self._write(lambda db: db.execute(s.DELETE_SESSION, (session_hash,)))
 
     async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
         def run() -> _T:

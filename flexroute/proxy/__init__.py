@@ -8,6 +8,7 @@ from flexroute.billing.stripe_processor import StripeProcessor
 from flexroute.billing.webhooks import handle_event
 from flexroute.catalog import Catalog
 from flexroute.config import Settings
+from flexroute.dashboard import build_dashboard
 from flexroute.ledger import Store
 from flexroute.limits import Limiter
 from flexroute.proxy.app import ProxyApp
@@ -52,6 +53,7 @@ def create_app(
     )
     webhook = _stripe_webhook(settings, runtime.store, runtime.gate)
     gateway = Gateway(settings, runtime.store, runtime.limiter, ttl=key_ttl)
+    dashboard = build_dashboard(settings, runtime.store, runtime.gate, gateway.forget)
     return ProxyApp(
         runtime.engine,
         SidecarAuth(settings),
@@ -61,6 +63,7 @@ def create_app(
         stripe_webhook=webhook,
         writer=runtime.writer,
         background=runtime.background(),
+        dashboard=dashboard,
     )
 
 

@@ -4,6 +4,7 @@ Paths under ``/flexroute/v1/`` and ``/metrics`` are flexroute's own; every other
 provider's API: routed by the engine when a dialect knows it, forwarded unchanged otherwise.
 A client that disconnects cancels the request's task group, which closes the upstream call.
 
+Paths under ``/dashboard`` are the organisation's web pages (:mod:`flexroute.dashboard`).
 In gateway mode (:mod:`flexroute.proxy.gateway`) proxied requests need a flexroute key,
 ``/flexroute/v1/requests/{id}`` and ``/flexroute/v1/usage`` show only the caller's
 organisation (another's request id is a 404), and ``/metrics`` needs the admin key
@@ -37,7 +38,11 @@ from flexroute.proxy.http import (
     send_json,
     send_reply,
 )
-from flexroute.proxy.types import Message, Receive, Scope, Send
+from flexroute.proxy.types import ASGIApp, Message, Receive, Scope, Send
+
+# flexroute's own paths; anything else is a provider's API. The dashboard shares the one
+# prefix test provider traffic already paid for, so it costs API requests nothing.
+_OWN_PREFIXES = ("/flexroute/", "/dashboard")
 
 
 class ProxyApp:
@@ -51,8 +56,10 @@ class ProxyApp:
         stripe_webhook: billing.WebhookHandler | None = None,
         writer: SpooledWriter | None = None,
         background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+        dashboard: ASGIApp | None = None,
     ) -> None:
         self.engine = engine
+        self.dashboard = dashboard  # /dashboard/ (flexroute.dashboard)
         self.background = background  # tasks that live as long as the app (lifespan)
         self.writer = writer
         self.stripe_webhook = stripe_webhook
@@ -68,8 +75,11 @@ class ProxyApp:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        if path.startswith("/flexroute/") or path == "/metrics":
-            await self._api(scope, receive, send)
+        if path.startswith(_OWN_PREFIXES) or path == "/metrics":  # one test, as before
+            if path.startswith("/dashboard") and self.dashboard is not None:
+                await self.dashboard(scope, receive, send)
+            else:
+                await self._api(scope, receive, send)
             return
         await self._proxy(scope, receive, send)
 

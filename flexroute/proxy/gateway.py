@@ -119,6 +119,12 @@ class Gateway:
             )
         return found
 
+    def forget(self, key_id: str) -> None:
+        """Drop a key from this process's cache (the dashboard revoked it): refused at once."""
+        for key_hash, (caller, _) in list(self._callers.items()):
+            if caller is not None and caller.key_id == key_id:
+                del self._callers[key_hash]
+
     async def admit(self, provider: Provider, headers: list[tuple[str, str]], query: str) -> Access:
         caller = await self.caller(headers, query)
         limit = self.settings.rate_limits[caller.tier]
