@@ -7,11 +7,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -35,35 +31,6 @@ SUCCEEDS, ATTACH_DECLINED, CHARGE_DECLINED = (
 )
 NOV = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 SECRET = "whsec_test_secret"
-
-
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[str]:
-    """localstripe on a free port (it listens on every interface; it has no --host)."""
-    binary = shutil.which("localstripe")
-    if binary is None:
-        pytest.fail("localstripe is not installed: pip install -e '.[test]'")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--from-scratch"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("localstripe did not start")
-            time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
 
 
 def payment_method(base: str, number: str) -> str:
