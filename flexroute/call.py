@@ -8,8 +8,7 @@ import secrets
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import anyio
-
+from flexroute.clock import now
 from flexroute.errors import RequestRejected
 from flexroute.ledger.base import DEFAULT_ORG
 
@@ -39,7 +38,7 @@ class Call:
     headers: list[tuple[str, str]]
     body: bytes
     raw_path: str = ""  # the path exactly as the client sent it (still encoded): what goes upstream
-    received_at: float = field(default_factory=anyio.current_time)
+    received_at: float = field(default_factory=now)
     received_wall: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     request_id: str = field(default_factory=new_request_id)
     org_id: str = DEFAULT_ORG

@@ -18,6 +18,7 @@ import anyio
 from flexroute import failures
 from flexroute.call import Call, Gate, Reply, new_request_id
 from flexroute.catalog import Catalog
+from flexroute.clock import now
 from flexroute.config import Settings
 from flexroute.context import RequestContext, reply_headers
 from flexroute.dialects import Dialect
@@ -65,7 +66,7 @@ class Engine:
         upstream: Upstream,
         store: Store,
         *,
-        clock: Callable[[], float] = anyio.current_time,
+        clock: Callable[[], float] = now,
         on_record: Callable[[LedgerRecord], None] | None = None,
         gate: Gate | None = None,
         sink: RecordSink | None = None,

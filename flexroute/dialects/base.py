@@ -20,7 +20,6 @@ from __future__ import annotations
 import email.utils
 import enum
 import functools
-import json
 import math
 import time
 from abc import ABC, abstractmethod
@@ -28,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from flexroute.dialects import _json
 from flexroute.dialects.sse import SSEEvent
 from flexroute.errors import RequestRejected, UpstreamMalformed
 from flexroute.usage import Tier, Usage
@@ -206,16 +206,13 @@ def _serialise(obj: object) -> str:
 
 
 def dumps(obj: object) -> bytes:
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_serialise)
-    try:
-        return text.encode()
-    except UnicodeEncodeError:  # a lone surrogate ("\ud800"): escaped, as the client wrote it
-        return json.dumps(obj, separators=(",", ":"), default=_serialise).encode()
+    """Compact UTF-8 JSON (:mod:`flexroute.dialects._json`); :class:`Pieces` as strings."""
+    return _json.dumps(obj, default=_serialise)
 
 
 def loads_object(data: bytes | str) -> JSONDict | None:
     try:
-        obj = json.loads(data)
+        obj = _json.loads(data)
     except (ValueError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
@@ -224,7 +221,7 @@ def loads_object(data: bytes | str) -> JSONDict | None:
 def request_object(data: bytes) -> JSONDict:
     """A client's JSON request body, or a 400 saying what is wrong with it."""
     try:
-        obj = json.loads(data)
+        obj = _json.loads(data)
     except RecursionError:
         raise RequestRejected(
             400,

@@ -41,6 +41,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_exponential_jitter
 
+from flexroute.clock import now
 from flexroute.dialects.base import (
     Dialect,
     ErrorKind,
@@ -179,7 +180,7 @@ async def run_flex(
     wants_usage: bool,
     assemble: bool,
     log: AttemptLog,
-    clock: Callable[[], float] = anyio.current_time,
+    clock: Callable[[], float] = now,
     backoff: wait_base = DEFAULT_BACKOFF,
     streaming: ModelStreaming | None = None,
 ) -> Started | ProviderError | GaveUp:
