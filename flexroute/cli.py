@@ -122,9 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--at", metavar="ISO-DATE", help="the moment to compare prices at (UTC)")
     check.set_defaults(run=_prices_check)
 
-    from flexroute.commands import batch
+    from flexroute.commands import batch, flex_status
 
     batch.add_parser(commands)
+    flex_status.add_parser(commands)
 
     request = commands.add_parser("request", help="print one ledger record as JSON")
     request.add_argument("request_id", help="the x-flexroute-request-id of a response")

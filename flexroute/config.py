@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -95,6 +96,17 @@ class Settings(BaseSettings):
     # Stripe webhook is seen within it.
     workers: int | None = Field(default=None, ge=1)
     billing_gate_ttl: float = Field(default=0.05, gt=0)
+    # Adaptive flex (issue 13; flexroute.routing.adaptive): the default mode for requests
+    # without x-flex-mode, the P(start within the budget) below which flex is skipped, the
+    # availability model's half-life and the observations it needs, the probe budget while
+    # flex is predicted down, and how far past the start tail a budget is kept.
+    flex_mode: Literal["adaptive", "always"] = "adaptive"
+    flex_threshold: float = Field(default=0.2, ge=0, le=1)
+    flex_half_life: float = Field(default=10.0, gt=0)
+    flex_min_observations: float = Field(default=3.0, gt=0)
+    flex_probe_interval: float = Field(default=1.0, ge=0)
+    flex_probe_every: int = Field(default=20, ge=1)
+    flex_tail_margin: float = Field(default=2.0, ge=1)
 
     # Provider keys held by the server (sidecar mode). Read without the prefix, as the
     # providers' own SDKs do.

@@ -13,6 +13,7 @@ from flexroute.dialects import Dialect
 from flexroute.dialects.base import JSONDict
 from flexroute.ledger.base import LedgerRecord, Status
 from flexroute.providers import Provider
+from flexroute.routing.adaptive import FlexMode
 from flexroute.routing.decide import Decision, Reason, Route
 from flexroute.routing.flex import AttemptLog
 from flexroute.settle import Priced, money_headers
@@ -46,6 +47,8 @@ class RequestContext:
     flex_wait: float | None = None
     trace: RequestTrace | None = None  # set only when traces are on (flexroute.tracing)
     hold: Hold | None = None  # its place under the spend caps (flexroute.billing.quota)
+    flex_mode: FlexMode = FlexMode.ADAPTIVE  # x-flex-mode, else the operator's default
+    flex_p: float | None = None  # predicted P(flex starts within the budget) at decision time
 
     def ledger_record(
         self,
@@ -82,6 +85,7 @@ class RequestContext:
             received_at=self.call.received_wall,
             completed_at=dt.datetime.now(dt.UTC),
             attempt_log=tuple(self.log.entries),
+            flex_probability=self.flex_p,
         )
 
 

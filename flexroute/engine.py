@@ -22,7 +22,7 @@ from flexroute.clock import now
 from flexroute.config import Settings
 from flexroute.context import RequestContext, reply_headers
 from flexroute.dialects import Dialect
-from flexroute.dialects.base import MISSING, START_WITHIN_KEYS, request_object
+from flexroute.dialects.base import START_WITHIN_KEYS
 from flexroute.errors import (
     RequestRejected,
     UpstreamConnectError,
@@ -30,12 +30,14 @@ from flexroute.errors import (
     UpstreamMalformed,
 )
 from flexroute.forward import Forwarder
+from flexroute.intake import intake
 from flexroute.ledger.base import LedgerRecord, Status, Store
 from flexroute.ledger.spool import RecordSink
 from flexroute.providers import Provider
 from flexroute.relay import relay_stream
-from flexroute.routing.decide import Decision, Reason, Route, decide
-from flexroute.routing.flex import AttemptLog, GaveUp, ProviderError, Started, run_flex
+from flexroute.routing.adaptive import MODE_HEADER, FlexMode
+from flexroute.routing.decide import Route
+from flexroute.routing.flex import GaveUp, ProviderError, Started, run_flex
 from flexroute.routing.streaming import StreamRefusals
 from flexroute.settle import price
 from flexroute.tracing import Tracer, traced
@@ -51,9 +53,10 @@ from flexroute.usage import Tier, Usage
 
 if TYPE_CHECKING:
     from flexroute.billing.quota import Quota
+    from flexroute.routing.advisor import Advisor
 
 # Headers flexroute consumes or recomputes rather than forwarding upstream.
-_DROP_UPSTREAM = HOP_BY_HOP | {"x-flex-start-within", "accept-encoding"}
+_DROP_UPSTREAM = HOP_BY_HOP | {"x-flex-start-within", MODE_HEADER, "accept-encoding"}
 
 __all__ = ["Call", "Engine", "Gate", "Reply", "new_request_id"]
 
@@ -73,6 +76,7 @@ class Engine:
         stream_refusals: StreamRefusals | None = None,
         tracer: Tracer | None = None,
         quota: Quota | None = None,
+        advisor: Advisor | None = None,
     ) -> None:
         self.settings = settings
         self.tracer = tracer  # None: traces off, nothing is paid for them (flexroute.tracing)
@@ -86,6 +90,9 @@ class Engine:
         # Models that refused to stream flex for this engine's callers (routing/streaming.py).
         self.stream_refusals = stream_refusals or StreamRefusals()
         self.clock = clock
+        # Adaptive flex (flexroute.routing.advisor); None: every flex request spends its budget.
+        self.advisor = advisor
+        self.flex_mode = FlexMode.ALWAYS if advisor is None else advisor.mode
         self._forwarder = Forwarder(self)
 
     def base_url(self, provider: Provider) -> str:
@@ -99,7 +106,7 @@ class Engine:
         if dialect is None:
             return await self._forwarder.forward(call, provider)
         try:
-            ctx = self._context(call, provider, dialect)
+            ctx = intake(call, provider, dialect, self.catalog, self.settings, self.flex_mode)
         except RequestRejected as error:
             if self.tracer is not None:
                 self.tracer.refused(call, dialect, error.status)
@@ -157,46 +164,6 @@ class Engine:
         ]
         return Reply(error.status, headers, dialect.error_body(error))
 
-    def _context(self, call: Call, provider: Provider, dialect: Dialect) -> RequestContext:
-        body = request_object(call.body)
-        facts = dialect.read(body, call.path)
-        prices = self.catalog.lookup(dialect.provider, facts.model) if facts.model else None
-        # The SDK client's default budget yields to any start_within or non-flex tier in the call.
-        header, default = call.start_within_header(), call.default_start_within
-        if header is None and default is not None and facts.start_within is MISSING:
-            header = str(default) if facts.tier in (None, dialect.wire_tiers[Tier.FLEX]) else None
-        reason = None
-        if body.get("background") is True and provider.proxy_only is None:
-            # A background job answers at once with its id: nothing to wait for, nothing to
-            # stream; it goes as the client wrote it (start_within removed), tier and all.
-            decision = Decision(Route.PASSTHROUGH, Reason.BACKGROUND, tier_requested=facts.tier)
-        else:
-            decision = decide(
-                dialect,
-                facts,
-                prices,
-                header_start_within=header,
-                default_start_within=self.settings.default_start_within,
-                proxy_only=provider.proxy_only,
-            )
-        if decision.route is Route.FLEX and call.is_sdk_retry:
-            # The SDK's first try spent the flex budget: its retry goes straight to standard.
-            decision = replace(decision, route=Route.PASSTHROUGH, tier=Tier.STANDARD)
-            reason = Reason.SDK_RETRY
-        return RequestContext(
-            call=call,
-            provider=provider,
-            dialect=dialect,
-            body=body,
-            model=facts.model,
-            prices=prices,
-            decision=decision,
-            wants_stream=facts.stream,
-            wants_usage=facts.wants_usage,
-            log=AttemptLog(call.received_at),
-            reason=reason,
-        )
-
     # -- routes ---------------------------------------------------------------------------
 
     async def _flex(self, ctx: RequestContext) -> Reply:
@@ -207,6 +174,15 @@ class Engine:
         # Built now so the fallback costs no serialising at the deadline, when many may fire.
         standard_body = self._body_for(ctx, Tier.STANDARD)
         deadline = ctx.call.received_at + ctx.decision.start_within
+        watch = None
+        if self.advisor is not None and ctx.model is not None:
+            key = (ctx.dialect.provider, ctx.model)
+            plan = self.advisor.plan(key, deadline - self.clock(), ctx.flex_mode)
+            ctx.flex_p, ctx.reason, watch = plan.p, plan.reason, self.advisor.watch(key)
+            if plan.skip:  # predicted unavailable: straight to standard, nothing waited
+                ctx.route, ctx.flex_wait = Route.FALLBACK, self.clock() - ctx.call.received_at
+                return await self._single(ctx, standard_body, "standard")
+            deadline = min(deadline, self.clock() + plan.budget)  # never past start_within
 
         def send(stream: bool) -> Awaitable[UpstreamResponse]:
             # unstreamed only for a non-streaming client whose model refused to stream
@@ -234,6 +210,7 @@ class Engine:
             streaming=None
             if ctx.model is None
             else self.stream_refusals.model(ctx.dialect.provider, ctx.model),
+            watch=watch,
         )
         ctx.flex_wait = self.clock() - ctx.call.received_at
         if isinstance(result, Started):
@@ -245,7 +222,7 @@ class Engine:
             ctx.route = Route.FLEX
             return await self._finish_error(ctx, result.status, result.headers, result.body)
         assert isinstance(result, GaveUp)
-        ctx.route, ctx.reason = Route.FALLBACK, result.reason
+        ctx.route, ctx.reason = Route.FALLBACK, ctx.reason or result.reason
         return await self._single(ctx, standard_body, "standard")
 
     async def _single(self, ctx: RequestContext, body: bytes, label: str) -> Reply:

@@ -123,6 +123,12 @@ class Metrics:
         self.fee = Counter(
             "flexroute_fee_usd", "Fees computed (20% of the saving).", by_model, registry=reg
         )
+        self.decisions = Counter(
+            "flexroute_flex_decisions",
+            "Adaptive flex plans: flex, shortened, skipped (predicted unavailable) or probe.",
+            ("provider", "model", "decision"),
+            registry=reg,
+        )
         self.events = {
             event: Counter(f"flexroute_{event}", text, registry=reg)
             for event, text in EVENTS.items()
@@ -140,6 +146,10 @@ class Metrics:
             if prices is not None:  # only catalog names are remembered: the cache stays bounded
                 self._models[key] = label
         return label
+
+    def planned(self, provider: str, model: str, decision: str) -> None:
+        """One adaptive flex plan (see :class:`flexroute.routing.adaptive.Plan`)."""
+        self.decisions.labels(provider, self.model_label(provider, model), decision).inc()
 
     def count(self, event: str) -> None:
         """One more of a gateway event (see ``EVENTS``)."""
@@ -180,9 +190,10 @@ class Metrics:
         extra = _Gauges(gauges or {})
         registry.register(extra)
         try:
-            return generate_latest(registry)
+            text = generate_latest(registry)
         finally:
             registry.unregister(extra)
+        return text + probe_share(registry)
 
 
 class _Gauges(Collector):
@@ -192,6 +203,46 @@ class _Gauges(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         for name, (help_text, value) in self.gauges.items():
             yield GaugeMetricFamily(f"flexroute_{name}", help_text, value=value)
+
+
+def probe_share(registry: CollectorRegistry) -> bytes:
+    """``flexroute_flex_probe_share{provider,model}``: of the requests flex was predicted
+    unavailable for, the share that probed it (probes ÷ (probes + skipped)), from the
+    decision counters of every process ``registry`` reads."""
+    counts: dict[tuple[str, str], list[float]] = {}
+    for family in registry.collect():
+        if family.name != "flexroute_flex_decisions":
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            decision = sample.labels.get("decision")
+            pair = counts.setdefault((sample.labels["provider"], sample.labels["model"]), [0, 0])
+            if decision == "probe":
+                pair[0] += sample.value
+            elif decision == "skipped":
+                pair[1] += sample.value
+    gauge = GaugeMetricFamily(
+        "flexroute_flex_probe_share",
+        "Share of requests predicted flex-unavailable that probed flex.",
+        labels=("provider", "model"),
+    )
+    for (provider, model), (probes, skipped) in sorted(counts.items()):
+        if probes + skipped > 0:
+            gauge.add_metric((provider, model), probes / (probes + skipped))
+    if not gauge.samples:
+        return b""
+    registry_of_one = CollectorRegistry()
+    registry_of_one.register(_Family(gauge))
+    return generate_latest(registry_of_one)
+
+
+class _Family(Collector):
+    def __init__(self, family: GaugeMetricFamily) -> None:
+        self.family = family
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield self.family
 
 
 def fallback_lag_ms(attempt_log: Iterable[dict[str, object]]) -> float | None:

@@ -26,6 +26,7 @@ from flexroute.ledger import LedgerRecord, SpooledWriter, Store, open_store, spo
 from flexroute.limits import Limiter, limiter_for
 from flexroute.logs import request_line
 from flexroute.metrics import Metrics
+from flexroute.routing.advisor import Advisor
 from flexroute.tracing import Tracer, tracing_from_env
 from flexroute.upstream import AiohttpUpstream, Bounds, Upstream
 
@@ -113,6 +114,10 @@ def build_runtime(
         spool_path_for(settings.database_url, settings.spool_path),
         write_timeout=settings.ledger_write_timeout,
     )
+    # One availability model per runtime: every face's flex requests learn from and share it.
+    advisor = Advisor.from_settings(
+        settings, on_plan=lambda key, plan: metrics.planned(*key, plan.decision)
+    )
     engine = Engine(
         settings,
         catalog,
@@ -123,6 +128,7 @@ def build_runtime(
         sink=writer,
         tracer=tracer,
         quota=quota,
+        advisor=advisor,
     )
     return Runtime(
         settings, engine, store, writer, upstream, metrics, gate, limiter, quota, tracer, balance

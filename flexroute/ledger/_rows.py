@@ -15,7 +15,7 @@ COLUMNS = (
     "request_id, org_id, key_id, provider, endpoint, model, route, reason, tier_requested, "
     "tier_served, start_within_ms, flex_wait_ms, attempts, usage_json, standard_cost_pico, "
     "actual_cost_pico, saving_pico, fee_pico, status, http_status, received_at, completed_at, "
-    "attempt_log_json"
+    "attempt_log_json, flex_probability"
 )
 
 
@@ -84,13 +84,20 @@ def to_row(r: LedgerRecord) -> tuple[Any, ...]:
         r.received_at.astimezone(dt.UTC).isoformat(),
         r.completed_at.astimezone(dt.UTC).isoformat(),
         json.dumps(list(r.attempt_log)),
+        _probability(r.flex_probability),
     )
 
 
-def from_row(row: tuple[Any, ...]) -> LedgerRecord:
+def _probability(p: float | None) -> float | None:
+    return None if p is None or not 0.0 <= p <= 1.0 else round(p, 6)
+
+
+def from_row(row: tuple[Any, ...] | list[Any]) -> LedgerRecord:
+    """A stored row; a spooled row written before ``flex_probability`` existed has 23."""
+    flex_probability = row[23] if len(row) > 23 else None
     (request_id, org_id, key_id, provider, endpoint, model, route, reason, tier_requested,
      tier_served, start_within_ms, flex_wait_ms, attempts, usage_json, standard, actual, saving,
-     fee, status, http_status, received_at, completed_at, attempt_log_json) = row  # fmt: skip
+     fee, status, http_status, received_at, completed_at, attempt_log_json) = row[:23]  # fmt: skip
     return LedgerRecord(
         request_id=request_id,
         org_id=org_id,
@@ -115,4 +122,5 @@ def from_row(row: tuple[Any, ...]) -> LedgerRecord:
         received_at=_time(received_at),
         completed_at=_time(completed_at),
         attempt_log=tuple(_json(attempt_log_json)),
+        flex_probability=flex_probability,
     )

@@ -55,6 +55,9 @@ class LedgerRecord:
     org_id: str = DEFAULT_ORG
     key_id: str | None = None
     attempt_log: tuple[dict[str, Any], ...] = field(default=())
+    # adaptive flex: the predicted P(flex starts within the budget) when the route was
+    # chosen (None: not a flex request, or too little seen to say)
+    flex_probability: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The public shape served by ``GET /flexroute/v1/requests/{id}``."""

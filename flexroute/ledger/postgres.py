@@ -140,6 +140,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX reservations_org ON reservations (org_id, expires_at)
     """,
     s.POSTGRES_MIGRATION,
+    """
+    ALTER TABLE requests ADD COLUMN flex_probability DOUBLE PRECISION
+    """,
 )
 
 # JSON columns come back as text so both backends share one row reader.
@@ -147,7 +150,7 @@ _SELECT = COLUMNS.replace("usage_json", "usage_json::text").replace(
     "attempt_log_json", "attempt_log_json::text"
 )
 _INSERT = (
-    f"INSERT INTO requests ({COLUMNS}) VALUES ({', '.join(['%s'] * 23)}) "  # noqa: S608 -- fixed columns
+    f"INSERT INTO requests ({COLUMNS}) VALUES ({', '.join(['%s'] * 24)}) "  # noqa: S608 -- fixed columns
     "ON CONFLICT (request_id) DO NOTHING"
 )
 _DAY = "to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"

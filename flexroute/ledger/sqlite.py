@@ -138,6 +138,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX reservations_org ON reservations (org_id, expires_at);
     """,
     s.SQLITE_MIGRATION,
+    """
+    ALTER TABLE requests ADD COLUMN flex_probability REAL;
+    """,
 )
 
 log = logging.getLogger("flexroute.ledger")

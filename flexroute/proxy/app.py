@@ -17,10 +17,12 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio
 
 from flexroute import __version__
+from flexroute.duration import parse_start_within
 from flexroute.engine import Call, Engine, Reply
 from flexroute.errors import RequestRejected
 from flexroute.ledger.spool import SpooledWriter
@@ -177,6 +179,10 @@ class ProxyApp:
             await self._ready(send)
         elif path == "/metrics":
             await self._metrics(scope, send)
+        elif path == "/flexroute/v1/flex":
+            ok, _ = await self._caller(scope, send)
+            if ok:
+                await self._flex_status(scope, send)
         elif path == "/flexroute/v1/usage":
             ok, caller = await self._caller(scope, send)
             if ok:
@@ -194,6 +200,25 @@ class ProxyApp:
                 await send_json(send, 200, json.dumps(record.to_json()).encode())
         else:
             await _not_found(send, path)
+
+    async def _flex_status(self, scope: Scope, send: Send) -> None:
+        """Each model's flex availability estimate (``?within=2s``: for that wait)."""
+        query = parse_qs(scope["query_string"].decode("latin-1"))
+        within = query.get("within", ["1s"])[-1]
+        try:
+            seconds = parse_start_within(within, field="within")
+        except RequestRejected as error:
+            await send_reply(send, self._reject(OPENAI, error, "-"))
+            return
+        advisor = self.engine.advisor
+        body: dict[str, Any] = {"mode": str(self.engine.flex_mode), "models": []}
+        if advisor is not None:
+            body |= {
+                "threshold": advisor.policy.threshold,
+                "half_life_s": advisor.availability.half_life,
+                "models": advisor.status(seconds),
+            }
+        await send_json(send, 200, json.dumps(body).encode())
 
     def _ledger_state(self) -> dict[str, Any]:
         assert self.writer is not None

@@ -29,6 +29,9 @@ class Reason(enum.StrEnum):
     NOT_ROUTED = "not-a-routed-endpoint"  # another path of the provider's API, forwarded
     SDK_RETRY = "sdk-retry"  # an SDK's retry (x-stainless-retry-count > 0) goes to standard
     BACKGROUND = "background-request"  # a Responses/Interactions background job, left as sent
+    # adaptive flex (flexroute.routing.adaptive): flex skipped, or its budget shortened
+    PREDICTED_UNAVAILABLE = "flex-predicted-unavailable"
+    FLEX_SHORTENED = "flex-budget-shortened"
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,9 @@ from flexroute.routing.streaming import ModelStreaming
 from flexroute.upstream import UpstreamResponse
 
 Send = Callable[[bool], Awaitable[UpstreamResponse]]  # send(stream) -> the response, headers read
+# watch(outcome, seconds since the attempt was sent, Retry-After): each flex attempt as it ends,
+# for the availability model (flexroute.routing.advisor)
+Watch = Callable[[str, float, float | None], None]
 UNKNOWN = "unknown"  # ``billed`` of an attempt the provider may or may not bill
 
 
@@ -170,6 +173,7 @@ class _Mode:
     why: str | None
     streaming: ModelStreaming | None  # None: a streaming client, or nothing to remember by
     deadline: float = float("inf")  # a cancellation before it is the client's, not the budget's
+    watch: Watch | None = None
 
 
 async def run_flex(
@@ -183,6 +187,7 @@ async def run_flex(
     clock: Callable[[], float] = now,
     backoff: wait_base = DEFAULT_BACKOFF,
     streaming: ModelStreaming | None = None,
+    watch: Watch | None = None,
 ) -> Started | ProviderError | GaveUp:
     """Run flex attempts until one starts, the deadline passes, or flex is unavailable.
 
@@ -191,7 +196,7 @@ async def run_flex(
     streaming = streaming if assemble else None
     remembered = streaming is not None and not streaming.allowed
     why = "stream-refused-earlier" if remembered else None
-    mode = _Mode(not remembered, why, streaming, deadline)
+    mode = _Mode(not remembered, why, streaming, deadline, watch)
     result: Started | ProviderError | GaveUp = GaveUp(Reason.NOT_STARTED)
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(_Retry),
@@ -224,7 +229,7 @@ async def _attempt(
     mode: _Mode,
 ) -> Started | ProviderError:
     began, stream, why = clock(), mode.stream, mode.why
-    outcome, status = "cancelled-at-deadline", None
+    outcome, status, retry_after = "cancelled-at-deadline", None, None
     response: UpstreamResponse | None = None
     try:
         response = await send(stream)
@@ -233,8 +238,8 @@ async def _attempt(
             body = await response.read()
             kind = dialect.classify_error(response.status, body)
             if kind is ErrorKind.CAPACITY:
-                outcome = "refused"
-                raise CapacityRefused(retry_after_seconds(response.header_map))
+                outcome, retry_after = "refused", retry_after_seconds(response.header_map)
+                raise CapacityRefused(retry_after)
             if kind is ErrorKind.STREAM_REFUSED and stream and mode.streaming is not None:
                 outcome = "stream-refused"
                 mode.streaming.refuse()
@@ -277,6 +282,8 @@ async def _attempt(
             outcome = "client-closed"  # cancelled before the deadline: the client went away
         facts = _facts(outcome, status, stream, why, ended - began)
         log.add("flex", began, ended, outcome, status, **facts)
+        if mode.watch is not None:
+            mode.watch(outcome, ended - began, retry_after)
 
 
 def _facts(

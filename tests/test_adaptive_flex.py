@@ -1,0 +1,276 @@
+"""Adaptive flex end to end (issue 13, items 2, 3 and 5): the real openai SDK through the proxy
+and through ``flexroute.wrap()`` against the emulator, whose flex refuses as a test scripts."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import openai
+import pytest
+
+from flexroute import Settings, wrap
+from flexroute.ledger import open_store
+from flexroute.proxy import create_app
+from flexroute.testing import serve_in_thread
+from tests.conftest import Proxy, attempts, make_settings
+
+MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
+DOWN = "flex_refuse=always;retry_after=0.05"
+
+
+def chat(client: openai.OpenAI, emulator: str, **kwargs: Any) -> Any:
+    kwargs.setdefault("model", "gpt-5-mini")
+    kwargs.setdefault("messages", MESSAGES)
+    kwargs.setdefault("extra_body", {"start_within": "1s"})
+    headers = {"x-emulator": emulator, **kwargs.pop("extra_headers", {})}
+    return client.chat.completions.with_raw_response.create(extra_headers=headers, **kwargs)
+
+
+@pytest.fixture
+def adaptive(tmp_path: Path, emulator: Any) -> Iterator[Proxy]:
+    """The proxy in adaptive mode with probes effectively off (one a minute, 1 in 1000)."""
+    emulator.reset()
+    settings = make_settings(
+        tmp_path, emulator.base_url, flex_probe_interval=60.0, flex_probe_every=1000
+    )
+    with serve_in_thread(create_app(settings)) as url:
+        yield Proxy(url, settings)
+
+
+def flex_tries(emulator: Any, request_id: str) -> int:
+    return sum(1 for e in attempts(emulator, request_id) if e["tier_requested"] == "flex")
+
+
+def outage(client: openai.OpenAI, count: int = 2) -> None:
+    """``count`` requests that meet flex refusing everything (each refused several times)."""
+    for _ in range(count):
+        raw = chat(client, DOWN)
+        assert raw.headers["x-flexroute-route"] == "fallback"
+
+
+class TestSkipping:
+    def test_flex_refusing_everything_is_then_skipped(self, adaptive: Proxy, emulator: Any) -> None:
+        """After flex refused every attempt, the next request goes straight to standard."""
+        client = adaptive.client()
+        outage(client)
+        raw = chat(client, DOWN)
+        request_id = raw.headers["x-flexroute-request-id"]
+        assert raw.headers["x-flexroute-route"] == "fallback"
+        assert raw.headers["x-flexroute-reason"] == "flex-predicted-unavailable"
+        assert int(raw.headers["x-flexroute-flex-wait-ms"]) < 200
+        assert flex_tries(emulator, request_id) == 0
+        record = adaptive.record(request_id)
+        assert record["flex_probability"] == 0.0
+        assert record["reason"] == "flex-predicted-unavailable"
+        assert raw.parse().choices[0].message.content
+
+    def test_always_mode_still_tries_flex(self, adaptive: Proxy, emulator: Any) -> None:
+        """x-flex-mode: always spends its budget on flex whatever the model predicts."""
+        client = adaptive.client()
+        outage(client)
+        raw = chat(client, DOWN, extra_headers={"x-flex-mode": "always"})
+        request_id = raw.headers["x-flexroute-request-id"]
+        assert raw.headers["x-flexroute-reason"] == "flex-unavailable"
+        assert flex_tries(emulator, request_id) >= 1
+        assert adaptive.record(request_id)["flex_probability"] == 0.0
+
+    def test_operator_always_mode_never_skips(self, tmp_path: Path, emulator: Any) -> None:
+        """FLEXROUTE_FLEX_MODE=always: requests without the header spend their budget too."""
+        emulator.reset()
+        settings = make_settings(tmp_path, emulator.base_url, flex_mode="always")
+        with serve_in_thread(create_app(settings)) as url:
+            client = Proxy(url, settings).client()
+            outage(client, 3)
+            raw = chat(client, DOWN)
+            assert flex_tries(emulator, raw.headers["x-flexroute-request-id"]) >= 1
+            assert Proxy(url, settings).get("/flexroute/v1/flex")["mode"] == "always"
+
+    def test_a_bad_mode_header_is_a_400_the_sdk_raises(self, adaptive: Proxy) -> None:
+        """x-flex-mode: sometimes is refused in OpenAI's shape, naming header, value and modes."""
+        with pytest.raises(openai.BadRequestError) as caught:
+            chat(adaptive.client(), "", extra_headers={"x-flex-mode": "sometimes"})
+        message = str(caught.value)
+        assert "x-flex-mode" in message
+        assert "'sometimes'" in message
+        assert "'adaptive'" in message
+        assert "'always'" in message
+
+    def test_a_calm_model_keeps_going_to_flex(self, adaptive: Proxy) -> None:
+        """Flex that starts quickly keeps every request on flex (probability recorded)."""
+        client = adaptive.client()
+        for _ in range(5):
+            raw = chat(client, "flex_queue=0.01")
+            assert raw.headers["x-flexroute-route"] == "flex"
+        record = adaptive.record(raw.headers["x-flexroute-request-id"])
+        assert record["flex_probability"] == 1.0
+
+
+class TestProbing:
+    def test_a_probe_sees_flex_recover(self, tmp_path: Path, emulator: Any) -> None:
+        """While flex is predicted down a probe still tries it, and its start ends the skipping."""
+        emulator.reset()
+        settings = make_settings(
+            tmp_path, emulator.base_url, flex_probe_interval=0.0, flex_probe_every=2
+        )
+        with serve_in_thread(create_app(settings)) as url:
+            proxy = Proxy(url, settings)
+            client = proxy.client()
+            outage(client)
+            skipped = chat(client, "flex_queue=0.01")
+            assert skipped.headers["x-flexroute-reason"] == "flex-predicted-unavailable"
+            routes = [chat(client, "flex_queue=0.01").headers["x-flexroute-route"]]
+            while routes[-1] != "flex" and len(routes) < 20:
+                routes.append(chat(client, "flex_queue=0.01").headers["x-flexroute-route"])
+            assert routes[-1] == "flex"
+            metrics = proxy.get("/metrics")
+            assert 'decision="probe"' in metrics
+            assert "flexroute_flex_probe_share{" in metrics
+
+
+class TestVisible:
+    def test_flex_status_shows_each_model(self, adaptive: Proxy) -> None:
+        """GET /flexroute/v1/flex reports the estimate, observations and state per model."""
+        client = adaptive.client()
+        outage(client)
+        chat(client, "flex_queue=0.01", model="gpt-5-nano")
+        status = adaptive.get("/flexroute/v1/flex?within=1s")
+        models = {m["model"]: m for m in status["models"]}
+        assert status["mode"] == "adaptive"
+        assert models["gpt-5-mini"]["state"] in ("predicted-down", "refusing")
+        assert models["gpt-5-mini"]["p_start_within"] == 0.0
+        assert models["gpt-5-mini"]["refusals"] >= 2
+        assert models["gpt-5-nano"]["state"] == "unknown"
+        assert models["gpt-5-nano"]["starts"] == pytest.approx(1.0, abs=0.05)
+
+    def test_flex_status_prints_the_table(
+        self, adaptive: Proxy, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`flexroute flex-status --url` prints one row per model with its state."""
+        from flexroute.cli import main
+
+        outage(adaptive.client())
+        assert main(["flex-status", "--url", adaptive.url, "--within", "1s"]) == 0
+        out = capsys.readouterr().out
+        assert "flex mode adaptive" in out
+        row = next(line for line in out.splitlines() if "gpt-5-mini" in line)
+        assert "predicted-down" in row or "refusing" in row
+
+    def test_flex_status_says_when_the_proxy_is_down(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An unreachable --url exits 1 with the URL and the fix."""
+        from flexroute.cli import main
+
+        assert main(["flex-status", "--url", "http://127.0.0.1:9"]) == 1
+        assert "--url" in capsys.readouterr().err
+
+    def test_a_bad_within_is_a_400(self, adaptive: Proxy) -> None:
+        """?within=soon is refused with the accepted forms."""
+        with pytest.raises(Exception, match="400"):
+            adaptive.get("/flexroute/v1/flex?within=soon")
+
+
+class TestWrapper:
+    def test_the_wrapper_skips_too_and_honours_the_header(
+        self, settings: Settings, emulator: Any
+    ) -> None:
+        """flexroute.wrap() learns the same way; extra_headers x-flex-mode: always opts out."""
+        bare = openai.OpenAI(api_key="sk-test", base_url=f"{emulator.base_url}/v1", max_retries=0)
+        client = wrap(bare, start_within="1s", settings=settings)
+        try:
+            for _ in range(2):
+                chat(client, DOWN, extra_body={})
+            skipped = chat(client, DOWN, extra_body={})
+            assert skipped.headers["x-flexroute-reason"] == "flex-predicted-unavailable"
+            forced = chat(client, DOWN, extra_body={}, extra_headers={"x-flex-mode": "always"})
+            assert forced.headers["x-flexroute-reason"] == "flex-unavailable"
+        finally:
+            client.close()
+
+
+class TestLedgerColumn:
+    def test_an_existing_sqlite_file_gains_the_column(self, tmp_path: Path) -> None:
+        """A ledger file from before flex_probability is migrated; old rows read as None."""
+        path = tmp_path / "old.sqlite3"
+        db = sqlite3.connect(path)
+        from flexroute.ledger.sqlite import MIGRATIONS
+
+        for script in MIGRATIONS[:-1]:
+            db.executescript(script)
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+        db.commit()
+        db.close()
+
+        async def migrate() -> list[str]:
+            store = open_store(f"sqlite:///{path}")
+            try:
+                await store.upgrade()
+            finally:
+                await store.aclose()
+            columns = sqlite3.connect(path).execute("PRAGMA table_info(requests)").fetchall()
+            return [c[1] for c in columns]
+
+        assert "flex_probability" in anyio.run(migrate)
+
+    def test_an_existing_postgres_table_gains_the_column(self, pg_url: str) -> None:
+        """A PostgreSQL ledger from before flex_probability is migrated when first opened."""
+        import psycopg
+
+        from flexroute.ledger.postgres import MIGRATIONS
+
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE flexroute_schema (version INTEGER)")
+            for number, script in enumerate(MIGRATIONS[:-1], start=1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement.encode())
+                conn.execute("INSERT INTO flexroute_schema (version) VALUES (%s)", (number,))
+
+        async def migrate() -> int:
+            store = open_store(pg_url)
+            try:
+                return await store.upgrade()
+            finally:
+                await store.aclose()
+
+        assert anyio.run(migrate) == len(MIGRATIONS)
+        with psycopg.connect(pg_url) as conn:
+            row = conn.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_name = 'requests' "
+                "AND column_name = 'flex_probability' AND table_schema = current_schema()"
+            ).fetchone()
+        assert row is not None
+
+    def test_both_stores_keep_the_probability(self, store_url: str) -> None:
+        """SQLite and PostgreSQL store and return the predicted probability (and None)."""
+        import datetime as dt
+        from decimal import Decimal
+
+        from flexroute.ledger import LedgerRecord
+
+        now = dt.datetime.now(dt.UTC)
+
+        def record(request_id: str, p: float | None) -> LedgerRecord:
+            return LedgerRecord(
+                request_id, "openai", "/v1/chat/completions", "gpt-5-mini", "fallback",
+                "flex-predicted-unavailable", None, "default", 1000, 0, 1, None, None, None,
+                Decimal(0), Decimal(0), "ok", 200, now, now, flex_probability=p,
+            )  # fmt: skip
+
+        async def roundtrip() -> tuple[float | None, float | None]:
+            store = open_store(store_url)
+            try:
+                await store.record(record("r-p", 0.125))
+                await store.record(record("r-none", None))
+                a, b = await store.get("r-p"), await store.get("r-none")
+            finally:
+                await store.aclose()
+            assert a is not None
+            assert b is not None
+            return a.flex_probability, b.flex_probability
+
+        assert anyio.run(roundtrip) == (0.125, None)

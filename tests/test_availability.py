@@ -1,0 +1,209 @@
+"""The flex availability model (issue 13, item 1) and the adaptive decision (item 2), as pure
+functions of what was observed, with an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from flexroute.errors import RequestRejected
+from flexroute.routing.adaptive import FlexMode, Policy, Probes, flex_mode, plan
+from flexroute.routing.advisor import Advisor
+from flexroute.routing.availability import Availability, Summary
+
+KEY = ("openai", "gpt-5-mini")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def model(clock: Clock) -> Availability:
+    return Availability(half_life=10.0, min_observations=3.0, clock=clock)
+
+
+class TestEstimate:
+    def test_unknown_until_enough_observations(self, model: Availability) -> None:
+        """With fewer than min_observations the estimate is unknown (None), not 0 or 1."""
+        model.refused(KEY, None)
+        model.refused(KEY, None)
+        assert model.estimate(KEY, 2.0).p is None
+        model.refused(KEY, None)
+        assert model.estimate(KEY, 2.0).p == 0.0
+
+    def test_share_of_starts_within_the_wait(self, model: Availability) -> None:
+        """P(start within t) counts the starts at or before t among all observations."""
+        for after in (0.1, 0.1, 0.4, 3.0):
+            model.started(KEY, after)
+        assert model.estimate(KEY, 0.2).p == pytest.approx(0.5)
+        assert model.estimate(KEY, 5.0).p == pytest.approx(1.0)
+
+    def test_refusals_count_against_every_wait(self, model: Availability) -> None:
+        """A refused attempt never started: it lowers P at every t."""
+        model.started(KEY, 0.1)
+        model.started(KEY, 0.1)
+        model.refused(KEY, 1.0)
+        model.refused(KEY, 1.0)
+        assert model.estimate(KEY, 60.0).p == pytest.approx(0.5)
+
+    def test_a_cut_says_nothing_beyond_its_wait(self, model: Availability) -> None:
+        """An attempt cut after 0.5 s counts against waits up to 0.5 s, not against 4 s."""
+        for _ in range(3):
+            model.started(KEY, 0.1)
+            model.cut(KEY, 0.5)
+        assert model.estimate(KEY, 0.5).p == pytest.approx(0.5)
+        assert model.estimate(KEY, 4.0).observations == pytest.approx(3.0)
+        assert model.estimate(KEY, 4.0).p == pytest.approx(1.0)
+
+    def test_old_observations_fade_with_the_half_life(
+        self, model: Availability, clock: Clock
+    ) -> None:
+        """After one half-life an old observation counts half against a new one."""
+        for _ in range(4):
+            model.refused(KEY, None)
+        clock.now += 10.0
+        for _ in range(4):
+            model.started(KEY, 0.1)
+        estimate = model.estimate(KEY, 1.0)
+        assert estimate.observations == pytest.approx(6.0)
+        assert estimate.p == pytest.approx(4 / 6)
+
+    def test_retry_after_marks_flex_refusing_until_then(
+        self, model: Availability, clock: Clock
+    ) -> None:
+        """A refusal's Retry-After is remembered as the moment flex may take attempts again."""
+        model.refused(KEY, 2.5)
+        assert model.estimate(KEY, 1.0).refusing(clock.now)
+        clock.now += 3.0
+        assert not model.estimate(KEY, 1.0).refusing(clock.now)
+
+    def test_the_tail_is_where_the_starts_end(self, model: Availability) -> None:
+        """The tail is the bucket edge by which 98% of the starts had happened."""
+        for _ in range(60):
+            model.started(KEY, 0.08)
+        assert model.estimate(KEY, 2.0).tail == 0.1
+
+    def test_peers_are_merged_on_read(self, model: Availability, clock: Clock) -> None:
+        """Another process's summary adds its observations, decayed to the same moment."""
+        peer = Availability(half_life=10.0, clock=lambda: clock.now - 10.0)
+        for _ in range(4):
+            peer.refused(KEY, None)
+        shared = {key: [Summary.from_json(s.to_json())] for key, s in peer.own().items()}
+        model.peers = lambda: shared
+        model.started(KEY, 0.1)
+        model.started(KEY, 0.1)
+        assert model.estimate(KEY, 1.0).p == pytest.approx(0.5)
+
+    def test_a_malformed_summary_is_refused(self) -> None:
+        """A summary of another grid or with negative weights raises instead of merging."""
+        good = Summary(0.0).to_json()
+        with pytest.raises(ValueError, match="grid"):
+            Summary.from_json({**good, "starts": [1.0]})
+        with pytest.raises(ValueError, match="non-negative"):
+            Summary.from_json({**good, "refusals": -1})
+
+
+def estimate_for(model: Availability, within: float) -> object:
+    return model.estimate(KEY, within)
+
+
+class TestPlan:
+    def test_unknown_goes_to_flex_with_the_whole_budget(self, model: Availability) -> None:
+        """Nothing known: flex as today, the whole remaining budget."""
+        chosen = plan(model.estimate(KEY, 2.0), 2.0, FlexMode.ADAPTIVE, Policy(), probe=False)
+        assert (chosen.budget, chosen.reason, chosen.p) == (2.0, None, None)
+
+    def test_predicted_down_skips_flex(self, model: Availability) -> None:
+        """Below the threshold flex is skipped, reason flex-predicted-unavailable."""
+        for _ in range(5):
+            model.refused(KEY, None)
+        chosen = plan(model.estimate(KEY, 2.0), 2.0, FlexMode.ADAPTIVE, Policy(), probe=False)
+        assert chosen.skip
+        assert str(chosen.reason) == "flex-predicted-unavailable"
+        assert chosen.p == 0.0
+
+    def test_always_never_skips_or_shortens(self, model: Availability) -> None:
+        """x-flex-mode: always spends the whole budget whatever the model says."""
+        for _ in range(5):
+            model.refused(KEY, None)
+        chosen = plan(model.estimate(KEY, 2.0), 2.0, FlexMode.ALWAYS, Policy(), probe=False)
+        assert (chosen.budget, chosen.reason, chosen.skip) == (2.0, None, False)
+
+    def test_a_probe_tries_flex_while_predicted_down(self, model: Availability) -> None:
+        """A request the probe budget allows tries flex although flex is predicted down."""
+        for _ in range(5):
+            model.refused(KEY, None)
+        chosen = plan(model.estimate(KEY, 2.0), 2.0, FlexMode.ADAPTIVE, Policy(), probe=True)
+        assert chosen.probe
+        assert not chosen.skip
+        assert chosen.budget == 2.0
+
+    def test_a_short_tail_shortens_the_budget(self, model: Availability) -> None:
+        """Starts that all come within 0.1 s cut a 4 s budget to the tail × margin."""
+        for _ in range(20):
+            model.started(KEY, 0.08)
+        policy = Policy(margin=2.0, min_starts=10)
+        chosen = plan(model.estimate(KEY, 4.0), 4.0, FlexMode.ADAPTIVE, policy, probe=False)
+        assert chosen.budget == pytest.approx(0.2)
+        assert str(chosen.reason) == "flex-budget-shortened"
+
+    def test_never_more_than_the_remaining_budget(self, model: Availability) -> None:
+        """A tail beyond the remaining budget leaves the budget as it is."""
+        for _ in range(20):
+            model.started(KEY, 3.0)
+        chosen = plan(model.estimate(KEY, 1.0), 1.0, FlexMode.ADAPTIVE, Policy(), probe=False)
+        assert chosen.budget <= 1.0
+
+
+class TestProbes:
+    def test_at_most_one_in_every_and_one_per_interval(self, clock: Clock) -> None:
+        """Probes come at most once per interval and once in `every` predicted-down requests."""
+        model = Availability(clock=clock)
+        for _ in range(5):
+            model.refused(KEY, None)
+        advisor = Advisor(model, Probes(interval=1.0, every=4, clock=clock), Policy())
+        kinds = []
+        for _ in range(12):
+            clock.now += 0.5
+            kinds.append(advisor.plan(KEY, 2.0, FlexMode.ADAPTIVE).decision)
+        assert kinds.count("probe") == 3
+        assert kinds[:3] == ["skipped"] * 3
+        assert kinds[3] == "probe"
+        assert advisor.probes.counts(KEY) == (3, 9)
+
+    def test_no_probe_while_retry_after_is_pending(self, clock: Clock) -> None:
+        """A probe would be refused before the provider's Retry-After ends: none is sent."""
+        model = Availability(half_life=300.0, clock=clock)
+        for _ in range(5):
+            model.refused(KEY, 30.0)
+        advisor = Advisor(model, Probes(interval=0.0, every=1, clock=clock), Policy())
+        assert advisor.plan(KEY, 2.0, FlexMode.ADAPTIVE).decision == "skipped"
+        clock.now += 31.0
+        assert advisor.plan(KEY, 2.0, FlexMode.ADAPTIVE).decision == "probe"
+
+
+class TestFlexMode:
+    def test_header_wins_over_the_default(self) -> None:
+        """x-flex-mode picks the mode; without it the operator's default applies."""
+        assert flex_mode("always", FlexMode.ADAPTIVE) is FlexMode.ALWAYS
+        assert flex_mode(None, FlexMode.ALWAYS) is FlexMode.ALWAYS
+
+    def test_a_bad_value_is_a_400_naming_header_value_and_choices(self) -> None:
+        """An unknown mode is refused with the header, the value and the allowed values."""
+        with pytest.raises(RequestRejected) as caught:
+            flex_mode("sometimes", FlexMode.ADAPTIVE)
+        message = str(caught.value)
+        assert caught.value.status == 400
+        assert "x-flex-mode" in message
+        assert "'sometimes'" in message
+        assert "'adaptive'" in message
+        assert "'always'" in message
