@@ -20,6 +20,7 @@ from tests.conftest import Proxy, attempts, make_settings
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
 DOWN = "flex_refuse=always;retry_after=0.05"
+TRIED = ("flex-unavailable", "flex-not-started-in-time")  # flex tried, not skipped
 
 
 def chat(client: openai.OpenAI, emulator: str, **kwargs: Any) -> Any:
@@ -74,7 +75,8 @@ class TestSkipping:
         outage(client)
         raw = chat(client, DOWN, extra_headers={"x-flex-mode": "always"})
         request_id = raw.headers["x-flexroute-request-id"]
-        assert raw.headers["x-flexroute-reason"] == "flex-unavailable"
+        # refused until the deadline: it gives up on a refusal or is cut at the deadline
+        assert raw.headers["x-flexroute-reason"] in TRIED
         assert flex_tries(emulator, request_id) >= 1
         assert adaptive.record(request_id)["flex_probability"] == 0.0
 
@@ -187,7 +189,7 @@ class TestWrapper:
             skipped = chat(client, DOWN, extra_body={})
             assert skipped.headers["x-flexroute-reason"] == "flex-predicted-unavailable"
             forced = chat(client, DOWN, extra_body={}, extra_headers={"x-flex-mode": "always"})
-            assert forced.headers["x-flexroute-reason"] == "flex-unavailable"
+            assert forced.headers["x-flexroute-reason"] in TRIED
         finally:
             client.close()
 
