@@ -194,6 +194,7 @@ class Dashboard:
             return self._forbidden(None)
         session_id = await self.sessions.sign_in(request.field("key"))
         if session_id is None:
+            log.warning("flexroute: dashboard sign-in refused (unknown or revoked key)")
             token = s.new_token()
             response = self.page.render(
                 "signin.html",
@@ -205,6 +206,11 @@ class Dashboard:
             response.headers.append(s.cookie(s.SIGNIN_COOKIE, token, secure=secure, max_age=3600))
             return response
         signed = await self.sessions.load(session_id)
+        if signed is not None:  # who, never the key
+            who = signed.session.org_id or "the operator"
+            log.info(
+                "flexroute: dashboard sign-in: %s (%s)", who, signed.session.key_id or "admin key"
+            )
         where = f"{PREFIX}/operator" if signed and signed.session.operator else f"{PREFIX}/"
         response = Response.redirect(where)
         max_age = int(self.sessions.ttl)
