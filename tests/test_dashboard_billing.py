@@ -68,6 +68,18 @@ def make_past_due(settings: Settings, org: str, amount: str) -> None:
     anyio.run(main)
 
 
+def flex_error(gateway: Gateway, org: str = "acme") -> dict[str, Any]:
+    """The error body of a flex request that must fail."""
+    with pytest.raises(openai.APIStatusError) as refused:
+        gateway.openai(org).chat.completions.create(
+            model="gpt-5-mini",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_body={"start_within": "5s"},
+        )
+    body: dict[str, Any] = refused.value.body  # type: ignore[assignment]
+    return body
+
+
 def flex_status(gateway: Gateway, org: str = "acme") -> int:
     try:
         gateway.openai(org).chat.completions.create(
@@ -114,7 +126,11 @@ class TestCards:
         dash = sign_in(gateway.url, gateway.orgs["acme"].key)
         assert "$23.40" in dash.get("/dashboard/billing").text
         anyio.run(anyio.sleep, 2.2)  # the proxy's gate cache predates make_past_due
-        assert flex_status(gateway) == 402
+        error = flex_error(gateway)
+        assert "on the Billing page" in error["message"]
+        named = dash.get(error["billing_url"])  # the 402 names the page that clears it
+        assert named.status_code == 200
+        assert 'id="card-form"' in named.text
         page = add_card(gateway, dash, localstripe, GOOD)
         assert "Card saved" in page
         assert flex_status(gateway) == 200  # no wait: the gate forgot the org's old state

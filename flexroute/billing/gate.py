@@ -87,6 +87,11 @@ class BillingGate:
         return verdict
 
 
+# The dashboard's Billing page (flexroute.dashboard), which the 402 bodies name; on the proxy's
+# own host, so a path (tests/test_dashboard_billing.py opens it from a real 402).
+BILLING_PAGE = "/dashboard/billing"
+
+
 def payment_required(org: Org) -> RequestRejected:
     """The SPEC §4 402: type/code ``payment_required``, ``reason``, ``amount_due_usd``."""
     reason = org.reason or "payment_failed"
@@ -103,7 +108,7 @@ def payment_required(org: Org) -> RequestRejected:
         message[0].upper() + message[1:],
         code="payment_required",
         error_type="payment_required",
-        extra={"reason": reason, "amount_due_usd": format_usd(due)},
+        extra={"reason": reason, "amount_due_usd": format_usd(due), "billing_url": BILLING_PAGE},
     )
 
 
@@ -125,6 +130,7 @@ def insufficient_quota(org: Org) -> RequestRejected:
             "credit_usd": format_usd(org.credit),
             "credit_left_usd": format_usd(org.credit_left),
             "amount_due_usd": format_usd(org.unpaid_balance),
+            "billing_url": BILLING_PAGE,
         },
         retryable=False,
     )
