@@ -5,8 +5,6 @@ decline, invoices download as CSV, the operator marks an organisation paid."""
 from __future__ import annotations
 
 import csv
-import dataclasses
-import datetime as dt
 import io
 import re
 from collections.abc import Iterator
@@ -20,13 +18,9 @@ import openai
 import pytest
 import stripe
 
-from flexroute.billing.run import billing_run
-from flexroute.billing.stripe_processor import StripeProcessor
 from flexroute.config import Settings
-from flexroute.ledger import PAST_DUE, open_store
-from tests.dashboard_env import form_token, sign_in
+from tests.dashboard_env import flex, flex_status, form_token, make_past_due, sign_in
 from tests.gateway_env import Gateway, gateway_settings, running_gateway
-from tests.test_ledger_sqlite import record
 
 GOOD, DECLINED_ON_CHARGE = "4242424242424242", "4000000000000341"
 ADMIN = "admin-test-key-0123456789"
@@ -45,51 +39,16 @@ def stripe_settings(tmp_path: Path, emulator_url: str, localstripe: str) -> Sett
     )
 
 
-def make_past_due(settings: Settings, org: str, amount: str) -> None:
-    """``org`` owes ``amount`` in fees, charged by this month's run with no card: past-due."""
-
-    async def main() -> None:
-        store = open_store(settings.database_url)
-        try:
-            now = dt.datetime.now(dt.UTC)
-            owed = dataclasses.replace(
-                record(f"{org}-owed-{now.timestamp()}", fee=amount),
-                org_id=org,
-                model='=HYPERLINK("http://evil")',
-                received_at=now - dt.timedelta(seconds=1),
-            )
-            await store.record(owed)
-            processor = StripeProcessor("sk_test_dashboard", api_base=settings.stripe_api_base)
-            await billing_run(store, processor, at=now, threshold=Decimal(20))
-            assert (await store.org(org)).state == PAST_DUE
-        finally:
-            await store.aclose()
-
-    anyio.run(main)
+def past_due(gateway: Gateway, org: str, amount: str) -> None:
+    make_past_due(gateway.settings.database_url, gateway.settings.stripe_api_base, org, amount)
 
 
 def flex_error(gateway: Gateway, org: str = "acme") -> dict[str, Any]:
     """The error body of a flex request that must fail."""
     with pytest.raises(openai.APIStatusError) as refused:
-        gateway.openai(org).chat.completions.create(
-            model="gpt-5-mini",
-            messages=[{"role": "user", "content": "hi"}],
-            extra_body={"start_within": "5s"},
-        )
+        flex(gateway.openai(org))
     body: dict[str, Any] = refused.value.body  # type: ignore[assignment]
     return body
-
-
-def flex_status(gateway: Gateway, org: str = "acme") -> int:
-    try:
-        gateway.openai(org).chat.completions.create(
-            model="gpt-5-mini",
-            messages=[{"role": "user", "content": "hi"}],
-            extra_body={"start_within": "5s"},
-        )
-    except openai.APIStatusError as error:
-        return error.status_code
-    return 200
 
 
 def confirm_setup(localstripe: str, client_secret: str, number: str) -> str:
@@ -122,7 +81,9 @@ def add_card(gateway: Gateway, dash: httpx.Client, localstripe: str, number: str
 class TestCards:
     def test_a_good_card_clears_past_due_at_once(self, gateway: Gateway, localstripe: str) -> None:
         """Past-due gets 402 for flex; after a card is saved the very next flex request is 200."""
-        make_past_due(gateway.settings, "acme", "23.4")
+        make_past_due(
+            gateway.settings.database_url, gateway.settings.stripe_api_base, "acme", "23.4"
+        )
         dash = sign_in(gateway.url, gateway.orgs["acme"].key)
         assert "$23.40" in dash.get("/dashboard/billing").text
         anyio.run(anyio.sleep, 2.2)  # the proxy's gate cache predates make_past_due
@@ -133,7 +94,7 @@ class TestCards:
         assert 'id="card-form"' in named.text
         page = add_card(gateway, dash, localstripe, GOOD)
         assert "Card saved" in page
-        assert flex_status(gateway) == 200  # no wait: the gate forgot the org's old state
+        assert flex_status(gateway.openai()) == 200  # no wait: the gate forgot the org's old state
         billing = dash.get("/dashboard/billing").text
         assert 'id="state" class="state active"' in billing
         assert re.search(r'class="state paid">paid</td>', billing)
@@ -142,11 +103,11 @@ class TestCards:
         self, gateway: Gateway, localstripe: str
     ) -> None:
         """4000000000000341 is saved by Stripe but the retried charge fails: the page says so."""
-        make_past_due(gateway.settings, "acme", "30")
+        past_due(gateway, "acme", "30")
         dash = sign_in(gateway.url, gateway.orgs["acme"].key)
         page = add_card(gateway, dash, localstripe, DECLINED_ON_CHARGE)
         assert "the charge of $30.00 failed (card declined)" in page
-        assert flex_status(gateway) == 402
+        assert flex_status(gateway.openai()) == 402
 
     def test_another_orgs_setup_intent_is_refused(self, gateway: Gateway, localstripe: str) -> None:
         """A SetupIntent made for acme cannot put a card on globex."""
@@ -166,7 +127,9 @@ class TestCards:
 class TestInvoices:
     def test_an_invoice_downloads_as_csv(self, gateway: Gateway) -> None:
         """The CSV has the invoice's amount, state and reason, and its period's fees."""
-        make_past_due(gateway.settings, "acme", "23.4")
+        make_past_due(
+            gateway.settings.database_url, gateway.settings.stripe_api_base, "acme", "23.4"
+        )
         dash = sign_in(gateway.url, gateway.orgs["acme"].key)
         [invoice] = re.findall(
             r'data-invoice="(inv_[0-9a-f]+)"', dash.get("/dashboard/billing").text
@@ -190,7 +153,9 @@ class TestInvoices:
 
     def test_another_orgs_invoice_is_not_found(self, gateway: Gateway) -> None:
         """globex asking for acme's invoice gets a 404."""
-        make_past_due(gateway.settings, "acme", "23.4")
+        make_past_due(
+            gateway.settings.database_url, gateway.settings.stripe_api_base, "acme", "23.4"
+        )
         acme = sign_in(gateway.url, gateway.orgs["acme"].key)
         [invoice] = re.findall(
             r'data-invoice="(inv_[0-9a-f]+)"', acme.get("/dashboard/billing").text
@@ -202,7 +167,9 @@ class TestInvoices:
 class TestOperator:
     def test_the_operator_sees_every_org_and_marks_one_paid(self, gateway: Gateway) -> None:
         """The admin key opens the operator page; mark paid makes a past-due org active."""
-        make_past_due(gateway.settings, "acme", "23.4")
+        make_past_due(
+            gateway.settings.database_url, gateway.settings.stripe_api_base, "acme", "23.4"
+        )
         op = sign_in(gateway.url, ADMIN)
         page = op.get("/dashboard/operator").text
         assert 'data-org="acme"' in page
@@ -213,11 +180,13 @@ class TestOperator:
             data={"org_id": "acme", "csrf_token": form_token(op, "/dashboard/operator")},
         )
         assert "acme marked paid: it is active" in answer.text
-        assert flex_status(gateway) == 200
+        assert flex_status(gateway.openai()) == 200
 
     def test_mark_paid_needs_the_csrf_token(self, gateway: Gateway) -> None:
         """Without the token the operator's POST is refused and the org stays past-due."""
-        make_past_due(gateway.settings, "acme", "23.4")
+        make_past_due(
+            gateway.settings.database_url, gateway.settings.stripe_api_base, "acme", "23.4"
+        )
         op = sign_in(gateway.url, ADMIN)
         answer = op.post("/dashboard/operator/mark-paid", data={"org_id": "acme"})
         assert answer.status_code == 403

@@ -13,7 +13,6 @@ a screenshot of each page there (the README shows them).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -23,7 +22,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,11 +31,9 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from benchmarks._procs import free_port, stopping, wait_ready
-from flexroute.billing.run import billing_run
-from flexroute.billing.stripe_processor import StripeProcessor
-from flexroute.ledger import PAST_DUE, open_store
+from flexroute.ledger import open_store
+from tests.dashboard_env import flex_status, make_past_due
 from tests.gateway_env import SECRET, Org, seed
-from tests.test_ledger_sqlite import record
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -50,7 +46,7 @@ ARGS = [
     "--no-first-run",
 ]
 ADMIN = "admin-browser-key-0123456789"
-STRIPE_KEY = "sk_test_browser"
+STRIPE_KEY = "sk_test_dashboard"
 GOOD, DECLINED_ON_CHARGE = "4242424242424242", "4000000000000341"
 SHOTS = os.environ.get("DASHBOARD_SCREENSHOTS")
 _T = TypeVar("_T")
@@ -70,34 +66,10 @@ class Stand:
 
     def flex(self, org: str | None = None, key: str | None = None) -> int:
         """One flex request's HTTP status."""
-        try:
-            self.client(org, key).chat.completions.create(
-                model="gpt-5-mini",
-                messages=[{"role": "user", "content": "hi"}],
-                extra_body={"start_within": "5s"},
-            )
-        except openai.APIStatusError as error:
-            return error.status_code
-        return 200
+        return flex_status(self.client(org, key))
 
     def past_due(self, org: str, amount: str) -> None:
-        """``org`` owes ``amount``, charged by this month's run with no card: past-due."""
-
-        async def main() -> None:
-            store = open_store(self.database_url)
-            try:
-                now = dt.datetime.now(dt.UTC)
-                owed = dataclasses.replace(
-                    record(f"{org}-owed", fee=amount), org_id=org, received_at=now
-                )
-                await store.record(owed)
-                processor = StripeProcessor(STRIPE_KEY, api_base=self.stripe_base)
-                await billing_run(store, processor, at=now, threshold=Decimal(20))
-                assert (await store.org(org)).state == PAST_DUE
-            finally:
-                await store.aclose()
-
-        off_loop(anyio.run, main)
+        off_loop(make_past_due, self.database_url, self.stripe_base, org, amount)
         time.sleep(0.2)  # the server's gate trusts a cached state for 50 ms
 
 
