@@ -199,7 +199,7 @@ class TestLedgerColumn:
         """A ledger file from before flex_probability is migrated; old rows read as None."""
         path = tmp_path / "old.sqlite3"
         db = sqlite3.connect(path)
-        from flexroute.ledger.sqlite import MIGRATIONS
+        from flexroute.ledger._sqlite_schema import MIGRATIONS
 
         for script in MIGRATIONS[:-1]:
             db.executescript(script)
@@ -222,7 +222,7 @@ class TestLedgerColumn:
         """A PostgreSQL ledger from before flex_probability is migrated when first opened."""
         import psycopg
 
-        from flexroute.ledger.postgres import MIGRATIONS
+        from flexroute.ledger._postgres_schema import MIGRATIONS
 
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute("CREATE TABLE flexroute_schema (version INTEGER)")
