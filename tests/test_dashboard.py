@@ -319,3 +319,52 @@ class TestHotPath:
         assert calls == []
         httpx.get(f"{gateway.url}/dashboard/signin")
         assert calls == ["/dashboard/signin"]
+
+
+class TestKeysPage:
+    def test_a_new_key_is_shown_once_and_works(self, gateway: Gateway) -> None:
+        """The created key is in the POST's answer only; the Keys page never shows it again."""
+        dash = sign_in(gateway.url, gateway.orgs["acme"].key)
+        answer = dash.post(
+            "/dashboard/keys/create", data={"csrf_token": form_token(dash, "/dashboard/keys")}
+        )
+        found = re.search(r'id="new-key">(fr_[A-Za-z0-9_-]+)<', answer.text)
+        assert found is not None
+        new_key = found.group(1)
+        assert new_key not in dash.get("/dashboard/keys").text
+        assert "location" not in answer.headers  # never redirected with the key in a URL
+        flex_call(gateway, "acme")
+        reply = gateway.openai(key=new_key).chat.completions.with_raw_response.create(
+            model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.http_response.status_code == 200
+
+    def test_caps_set_in_the_page_apply_to_the_key(self, gateway: Gateway) -> None:
+        """A key's spend cap saved in the form is the cap its responses report."""
+        dash = sign_in(gateway.url, gateway.orgs["acme"].key)
+        answer = dash.post(
+            "/dashboard/keys/caps",
+            data={
+                "key_id": gateway.orgs["acme"].key_id,
+                "spend_cap": "12.50",
+                "fee_cap": "",
+                "csrf_token": form_token(dash, "/dashboard/keys"),
+            },
+        )
+        assert "Caps of key" in answer.text
+        assert 'value="12.5"' in answer.text
+        time.sleep(2.2)  # the proxy's view of the caps lives 2 s
+        reply = gateway.openai("acme").chat.completions.with_raw_response.create(
+            model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.headers["x-flexroute-spend-cap-usd"] == "12.500000000"
+
+    def test_a_bad_cap_names_the_field_and_the_fix(self, gateway: Gateway) -> None:
+        """An amount that is not USD is refused with a message naming the field and the fix."""
+        dash = sign_in(gateway.url, gateway.orgs["acme"].key)
+        answer = dash.post(
+            "/dashboard/keys/caps",
+            data={"spend_cap": "lots", "csrf_token": form_token(dash, "/dashboard/keys")},
+        )
+        assert "spend cap &#39;lots&#39; is not an amount of USD: use e.g. 50" in answer.text
+        assert "none</td>" in dash.get("/dashboard/").text  # the org's caps are unchanged

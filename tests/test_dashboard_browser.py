@@ -49,6 +49,7 @@ ADMIN = "admin-browser-key-0123456789"
 STRIPE_KEY = "sk_test_dashboard"
 GOOD, DECLINED_ON_CHARGE = "4242424242424242", "4000000000000341"
 SHOTS = os.environ.get("DASHBOARD_SCREENSHOTS")
+HI: Any = {"role": "user", "content": "hi"}
 _T = TypeVar("_T")
 
 
@@ -173,12 +174,23 @@ class TestBrowser:
         shot(page, "signin")
         for _ in range(3):
             assert stand.flex("acme") == 200
+        client = stand.client("acme")
+        for _ in range(2):  # passthrough: no start_within
+            client.chat.completions.create(model="gpt-5-mini", messages=[HI])
+        client.chat.completions.create(  # fallback: flex refused until the deadline
+            model="gpt-5-mini",
+            messages=[HI],
+            extra_body={"start_within": "300ms"},
+            extra_headers={"x-emulator": "flex_refuse=always;retry_after=1"},
+        )
         sign_in(page, stand, stand.orgs["acme"].key)
         assert page.url.endswith("/dashboard/")
         today = dt.datetime.now(dt.UTC).date().isoformat()
         bar = page.locator(f'#chart-requests rect.bar.flex[data-day="{today}"]')
         assert bar.count() == 1
-        assert int(page.inner_text("#requests")) >= 3
+        passthrough = page.locator(f'#chart-requests rect.bar.passthrough[data-day="{today}"]')
+        assert passthrough.count() == 1
+        assert int(page.inner_text("#requests")) >= 6
         assert page.locator("#chart-usd polyline.saving").count() == 1
         shot(page, "overview")
         page.click("text=Requests")

@@ -84,6 +84,7 @@ class Page:
         self.templates.filters["usd"] = usd
         self.templates.filters["exact"] = format_usd
         self.templates.filters["pct"] = pct
+        self.templates.filters["amount"] = amount
 
     def render(self, name: str, status: int = 200, **context: Any) -> Response:
         html = self.templates.get_template(name).render(settings=self.settings, **context)
@@ -102,6 +103,11 @@ def usd(amount: Any) -> str:
         text = f"{amount:.6f}".rstrip("0")
         return f"${text}0" if text.endswith(".") else f"${text}"
     return f"${amount:,.2f}"
+
+
+def amount(value: Any) -> str:
+    """A cap as a form shows it: ``12.5``, or empty for none."""
+    return "" if value is None else format(value.normalize(), "f")
 
 
 def pct(share: Any) -> str:
