@@ -151,9 +151,17 @@ def sign_in(page: Page, stand: Stand, key: str) -> None:
 
 
 def shot(page: Page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+    """With DASHBOARD_SCREENSHOTS set: the whole page as a small PNG (64 colours, ~20 KB)."""
+    if not SHOTS:
+        return
+    from PIL import Image  # matplotlib's dependency, in the test extra
+
+    path = Path(SHOTS) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    with Image.open(path) as taken:
+        small = taken.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
 
 
 def add_card(page: Page, number: str) -> None:
