@@ -27,6 +27,7 @@ from flexroute.limits import Limiter, limiter_for
 from flexroute.logs import request_line
 from flexroute.metrics import Metrics
 from flexroute.routing.advisor import Advisor
+from flexroute.routing.sharing import Sharing, files_directory
 from flexroute.tracing import Tracer, tracing_from_env
 from flexroute.upstream import AiohttpUpstream, Bounds, Upstream
 
@@ -48,10 +49,13 @@ class Runtime:
     quota: Quota
     tracer: Tracer | None = None
     balance: BalanceLimit | None = None  # FLEXROUTE_BALANCE_LIMIT_USD; its task: background()
+    # the flex availability model shared with other workers/replicas; its task: background()
+    sharing: Sharing | None = None
 
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        """Tasks a long-running face (the proxy) runs for as long as it serves."""
-        return [] if self.balance is None else [self.balance.run]
+        """Tasks a long-running face (the proxy, a batch run) runs for as long as it serves."""
+        tasks = [] if self.balance is None else [self.balance.run]
+        return tasks if self.sharing is None else [*tasks, self.sharing.run]
 
     async def aclose(self) -> None:
         with anyio.move_on_after(5):  # what the store can take back before it closes
@@ -59,6 +63,8 @@ class Runtime:
         await self.upstream.aclose()
         await self.limiter.aclose()
         await self.store.aclose()
+        if self.sharing is not None:
+            await self.sharing.aclose()
         if self.tracer is not None:
             await self.tracer.aclose()  # bounded: pending spans get 5 s to leave
 
@@ -118,6 +124,15 @@ def build_runtime(
     advisor = Advisor.from_settings(
         settings, on_plan=lambda key, plan: metrics.planned(*key, plan.decision)
     )
+    sharing = None
+    directory = files_directory()  # --workers: the supervisor's shared directory
+    if settings.redis_url or directory is not None:
+        sharing = Sharing(
+            advisor.availability,
+            redis_url=settings.redis_url,
+            prefix=settings.redis_prefix,
+            directory=directory,
+        )
     engine = Engine(
         settings,
         catalog,
@@ -131,5 +146,6 @@ def build_runtime(
         advisor=advisor,
     )
     return Runtime(
-        settings, engine, store, writer, upstream, metrics, gate, limiter, quota, tracer, balance
-    )
+        settings, engine, store, writer, upstream, metrics, gate, limiter, quota, tracer, balance,
+        sharing,
+    )  # fmt: skip

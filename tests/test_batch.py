@@ -418,6 +418,27 @@ class TestPacing:
         assert json.loads(done.stdout)["retries"] == 4
 
 
+class TestAdaptive:
+    def test_lines_skip_flex_once_it_is_predicted_down(
+        self, tmp_path: Path, emu_env: dict[str, str]
+    ) -> None:
+        """The batch shares the engine's availability model: once flex refused the first
+        lines, the rest go straight to standard instead of each spending its budget."""
+        source = write_lines(tmp_path / "in.jsonl", [chat_line(f"d{i}") for i in range(10)])
+        out = tmp_path / "out.jsonl"
+        began = time.monotonic()
+        done = batch([str(source), "-o", str(out), "--start-within", "1s", "--concurrency", "1",
+                      "--header", "x-emulator: flex_refuse=always;retry_after=0.05",
+                      "--json-summary"], emu_env)  # fmt: skip
+        elapsed = time.monotonic() - began
+        assert done.returncode == 0, done.stderr
+        with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+            reasons = [r for (r,) in db.execute("SELECT reason FROM requests")]
+        skipped = reasons.count("flex-predicted-unavailable")
+        assert skipped >= 6, reasons
+        assert elapsed < 10 * 1.0, elapsed  # not every line waited out its budget
+
+
 class TestGatewayMode:
     def test_in_process_batch_runs_as_the_key_of_key_file(
         self, tmp_path: Path, emulator: RunningEmulator

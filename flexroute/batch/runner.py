@@ -18,8 +18,10 @@ records per kill, while the output file holds one line per ``custom_id``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import ObjectReceiveStream
@@ -88,7 +90,11 @@ async def run_batch(options: BatchOptions, settings: Settings) -> Tally:
                 "`flexroute keys create` printed, so the batch runs as that key's organisation"
             )
         run = _Run(options, output, sender, tally, progress, Pacer(options.rpm))
-        await run.all()
+        sharing = sender.runtime.sharing if isinstance(sender, EngineSender) else None
+        if sharing is None:
+            await run.all()
+        else:  # the flex availability model, shared with the replicas while the run lasts
+            await _beside(sharing.run, run.all)
     finally:
         tally.finish()
         progress.close()
@@ -182,6 +188,20 @@ class _Run:
     def _retry(self, wait: float) -> None:
         self.tally.retries += 1
         self.pacer.pause(wait)
+
+
+async def _beside(
+    task: Callable[[], Coroutine[Any, Any, None]], main: Callable[[], Awaitable[None]]
+) -> None:
+    """Run ``main`` with ``task`` beside it, cancelled when ``main`` ends; ``main``'s error
+    comes out as itself."""
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(task)
+            await main()
+            group.cancel_scope.cancel()
+    except ExceptionGroup as group_error:
+        raise _first(group_error) from None
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

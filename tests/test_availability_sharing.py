@@ -1,0 +1,178 @@
+"""The flex availability model shared between processes (issue 13, item 4): summary files
+between workers, real Redis between replicas, Redis down, and a real 2-worker ``serve``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import openai
+import pytest
+import redis
+
+from flexroute.routing.availability import Availability
+from flexroute.routing.sharing import MAX_SHARED, Sharing
+from flexroute.testing import RunningEmulator
+from tests.test_limits import free_port, wait_healthy
+
+KEY = ("openai", "gpt-5-mini")
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    value = f"test-flex-{uuid.uuid4().hex[:10]}:"
+    yield value
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{value}*"):
+        client.delete(key)
+    client.close()
+
+
+def down(model: Availability, count: int = 5) -> None:
+    for _ in range(count):
+        model.refused(KEY, None)
+
+
+async def exchange_all(*sharings: Sharing) -> None:
+    for sharing in sharings:
+        await sharing.exchange()
+    for sharing in sharings:
+        await sharing.exchange()
+
+
+class TestFiles:
+    def test_workers_see_each_others_observations(self, tmp_path: Path) -> None:
+        """What one worker saw is in the other's estimate after one exchange each."""
+        a, b = Availability(), Availability()
+        sa = Sharing(a, directory=tmp_path, process="a")
+        sb = Sharing(b, directory=tmp_path, process="b")
+        down(a)
+        anyio.run(exchange_all, sa, sb)
+        assert b.estimate(KEY, 1.0).p == 0.0
+        assert b.estimate(KEY, 1.0).observations == pytest.approx(5.0, abs=0.1)
+        assert a.estimate(KEY, 1.0).observations == pytest.approx(5.0, abs=0.1)  # not twice
+
+    def test_a_dead_workers_file_is_ignored(self, tmp_path: Path) -> None:
+        """A summary file not rewritten within the TTL is a dead worker's: left out."""
+        a, b = Availability(), Availability()
+        down(a)
+        anyio.run(Sharing(a, directory=tmp_path, process="a").exchange)
+        old = time.time() - 60
+        os.utime(tmp_path / "a.json", (old, old))
+        sb = Sharing(b, directory=tmp_path, process="b", ttl=10.0)
+        anyio.run(sb.exchange)
+        assert b.estimate(KEY, 1.0).p is None
+
+    def test_a_torn_file_is_skipped(self, tmp_path: Path) -> None:
+        """A file that is not a summary document is skipped, never an error."""
+        (tmp_path / "x.json").write_text('{"models": [{"provider": 1')
+        b = Availability()
+        sb = Sharing(b, directory=tmp_path, process="b")
+        anyio.run(sb.exchange)
+        assert sb.peers == {}
+
+    def test_the_document_is_bounded(self, tmp_path: Path) -> None:
+        """At most MAX_SHARED models go into one process's summary."""
+        a = Availability()
+        for i in range(MAX_SHARED + 20):
+            a.refused(("openai", f"m{i}"), None)
+        anyio.run(Sharing(a, directory=tmp_path, process="a").exchange)
+        assert len(json.loads((tmp_path / "a.json").read_text())["models"]) == MAX_SHARED
+
+
+class TestRedis:
+    def test_replicas_share_through_redis(self, prefix: str) -> None:
+        """Two processes with one Redis see each other's observations, each counted once."""
+        a, b = Availability(), Availability()
+        sa = Sharing(a, redis_url=REDIS_URL, prefix=prefix, process="a")
+        sb = Sharing(b, redis_url=REDIS_URL, prefix=prefix, process="b")
+
+        async def go() -> None:
+            down(a, 3)
+            down(b, 3)
+            await exchange_all(sa, sb)
+            await sa.aclose()
+            await sb.aclose()
+
+        anyio.run(go)
+        assert a.estimate(KEY, 1.0).observations == pytest.approx(6.0, abs=0.1)
+        assert b.estimate(KEY, 1.0).observations == pytest.approx(6.0, abs=0.1)
+
+    def test_the_summary_expires(self, prefix: str) -> None:
+        """Each process's key carries a TTL, so a dead replica's summary goes away."""
+        a = Availability()
+        down(a)
+        sa = Sharing(a, redis_url=REDIS_URL, prefix=prefix, process="a", ttl=5.0)
+        anyio.run(sa.exchange)
+        ttl = redis.Redis.from_url(REDIS_URL).pttl(f"{prefix}flex:a")
+        assert 0 < ttl <= 5000
+
+    def test_redis_down_keeps_the_own_model_without_errors(self) -> None:
+        """Redis unreachable: the exchange returns quickly, peers are empty, the own model
+        still predicts."""
+        a = Availability()
+        down(a)
+        port = free_port()
+        sa = Sharing(a, redis_url=f"redis://127.0.0.1:{port}/0", process="a", timeout=0.3)
+        began = time.monotonic()
+        anyio.run(sa.exchange)
+        assert time.monotonic() - began < 3.0
+        assert sa.failures == 1
+        assert a.estimate(KEY, 1.0).p == 0.0
+
+
+def test_two_workers_serve_one_model(tmp_path: Path, emu: RunningEmulator) -> None:
+    """`flexroute serve --workers 2` (no Redis): refusals seen by either worker make both
+    skip flex, as GET /flexroute/v1/flex on any worker shows."""
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "FLEXROUTE_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
+        "FLEXROUTE_OPENAI_BASE_URL": f"{emu.base_url}/v1",
+        "FLEXROUTE_FLEX_PROBE_INTERVAL": "600",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flexroute.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        client = openai.OpenAI(api_key="sk-test", base_url=f"{url}/v1", max_retries=0)
+        for _ in range(4):
+            client.chat.completions.create(
+                model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}],
+                extra_body={"start_within": "0.3s"},
+                extra_headers={"x-emulator": "flex_refuse=always;retry_after=0.05"},
+            )  # fmt: skip
+        time.sleep(2.5)  # every worker publishes and reads about once a second
+        reasons = []
+        for _ in range(8):  # new connections: the kernel spreads them over both workers
+            fresh = openai.OpenAI(api_key="sk-test", base_url=f"{url}/v1", max_retries=0)
+            raw = fresh.chat.completions.with_raw_response.create(
+                model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}],
+                extra_body={"start_within": "0.3s"},
+                extra_headers={"x-emulator": "flex_refuse=always;retry_after=0.05"},
+            )  # fmt: skip
+            reasons.append(raw.headers["x-flexroute-reason"])
+            fresh.close()
+        assert reasons == ["flex-predicted-unavailable"] * 8
+        files = list((tmp_path / "metrics" / "flex-availability").glob("*.json"))
+        assert len(files) == 2
+        with urllib.request.urlopen(f"{url}/flexroute/v1/flex", timeout=10) as response:  # noqa: S310
+            models = {m["model"]: m for m in json.loads(response.read())["models"]}
+        assert models["gpt-5-mini"]["p_start_within"] == 0.0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
