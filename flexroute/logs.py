@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
-import json
 import logging
 import logging.handlers
 import queue
@@ -22,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+from flexroute.fastjson import dumps
 from flexroute.ledger.base import LedgerRecord
 from flexroute.metrics import first_byte_ms
 from flexroute.money import format_usd
@@ -48,7 +48,7 @@ class JSONFormatter(logging.Formatter):
         out.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        return dumps(out, default=str).decode()
 
 
 class TextFormatter(logging.Formatter):
@@ -71,6 +71,17 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
     them and counts the drops rather than blocking the event loop or growing without end."""
 
     dropped = 0
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """The record with its message merged, as the standard ``prepare`` leaves it, but
+        without formatting and copying it on the event loop when there is no traceback to
+        render (every request line): the writer thread, in this process, formats it."""
+        if record.exc_info or record.exc_text or record.stack_info:
+            prepared: logging.LogRecord = super().prepare(record)
+            return prepared
+        record.message = record.msg = record.getMessage()
+        record.args = None
+        return record
 
     def enqueue(self, record: logging.LogRecord) -> None:
         try:
@@ -124,9 +135,13 @@ def request_line(record: LedgerRecord) -> None:
     if not REQUESTS.isEnabledFor(logging.INFO):
         return
     duration = (record.completed_at - record.received_at).total_seconds() * 1000
-    REQUESTS.info(
-        "request",
-        extra={
+    # A record made and handled here, not info(): info() walks the stack for its caller and
+    # makeRecord sets the fields one by one, most of a line's cost on the event loop.
+    line = logging.getLogRecordFactory()(
+        REQUESTS.name, logging.INFO, __file__, 0, "request", None, None, "request_line"
+    )
+    line.__dict__.update(
+        {
             "request_id": record.request_id,
             "org": record.org_id,
             "key_id": record.key_id,
@@ -148,8 +163,9 @@ def request_line(record: LedgerRecord) -> None:
             "standard_cost_usd": _usd(record.standard_cost),
             "saving_usd": format_usd(record.saving),
             "fee_usd": format_usd(record.fee),
-        },
+        }
     )
+    REQUESTS.handle(line)
 
 
 def _ms(value: float | None) -> float | None:

@@ -32,6 +32,7 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
@@ -39,6 +40,8 @@ from prometheus_client.registry import Collector
 
 from flexroute.catalog import Catalog
 from flexroute.ledger.base import LedgerRecord
+
+_Labelled = Counter | Histogram
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -79,6 +82,7 @@ class Metrics:
     def __init__(self, catalog: Catalog | None = None) -> None:
         self._catalog = catalog
         self._models: dict[tuple[str, str | None], str] = {}
+        self._children: dict[tuple[_Labelled, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         by_model = ("provider", "model")
@@ -158,25 +162,35 @@ class Metrics:
     def observe(self, record: LedgerRecord) -> None:
         provider = record.provider
         model = self.model_label(provider, record.model)
-        self.requests.labels(
-            provider, model, record.route, record.reason or "", record.status
+        child = self._child
+        child(
+            self.requests, provider, model, record.route, record.reason or "", record.status
         ).inc()
         if record.flex_wait_ms is not None:
-            self.flex_wait.labels(provider, model).observe(record.flex_wait_ms / 1000)
+            child(self.flex_wait, provider, model).observe(record.flex_wait_ms / 1000)
         lag = fallback_lag_ms(record.attempt_log)
         if lag is not None:
-            self.fallback_lag.labels(provider).observe(lag / 1000)
+            child(self.fallback_lag, provider).observe(lag / 1000)
         first = first_byte_ms(record.attempt_log)
         if first is not None:
-            self.ttfb.labels(provider, model, record.route).observe(first / 1000)
+            child(self.ttfb, provider, model, record.route).observe(first / 1000)
         elapsed = (record.completed_at - record.received_at).total_seconds()
-        self.duration.labels(provider, model, record.route).observe(max(elapsed, 0.0))
+        child(self.duration, provider, model, record.route).observe(max(elapsed, 0.0))
         if record.actual_cost:
-            self.cost.labels(provider, model).inc(float(record.actual_cost))
+            child(self.cost, provider, model).inc(float(record.actual_cost))
         if record.saving > 0:
-            self.saving.labels(provider, model).inc(float(record.saving))
+            child(self.saving, provider, model).inc(float(record.saving))
         if record.fee > 0:
-            self.fee.labels(provider, model).inc(float(record.fee))
+            child(self.fee, provider, model).inc(float(record.fee))
+
+    def _child(self, metric: _Labelled, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: labels() validates and locks on every call
+        (half of ``observe``); the label values are bounded (``model_label``), so is this."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self, gauges: dict[str, tuple[str, int]] | None = None) -> bytes:
         """Prometheus text; ``gauges`` adds ``flexroute_<name>`` gauges (help, value). In

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from flexroute.dialects import _json
+from flexroute import fastjson
 from flexroute.dialects.sse import SSEEvent
 from flexroute.errors import RequestRejected, UpstreamMalformed
 from flexroute.usage import Tier, Usage
@@ -206,13 +206,13 @@ def _serialise(obj: object) -> str:
 
 
 def dumps(obj: object) -> bytes:
-    """Compact UTF-8 JSON (:mod:`flexroute.dialects._json`); :class:`Pieces` as strings."""
-    return _json.dumps(obj, default=_serialise)
+    """Compact UTF-8 JSON (:mod:`flexroute.fastjson`); :class:`Pieces` as strings."""
+    return fastjson.dumps(obj, default=_serialise)
 
 
 def loads_object(data: bytes | str) -> JSONDict | None:
     try:
-        obj = _json.loads(data)
+        obj = fastjson.loads(data)
     except (ValueError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
@@ -221,7 +221,7 @@ def loads_object(data: bytes | str) -> JSONDict | None:
 def request_object(data: bytes) -> JSONDict:
     """A client's JSON request body, or a 400 saying what is wrong with it."""
     try:
-        obj = _json.loads(data)
+        obj = fastjson.loads(data)
     except RecursionError:
         raise RequestRejected(
             400,
