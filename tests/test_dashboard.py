@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from flexroute.proxy import ProxyApp, create_app
 from flexroute.testing import serve_in_thread
@@ -129,6 +130,34 @@ class TestSignIn:
         )  # fmt: skip
         assert answer.status_code == 200
         assert client.get("/dashboard/").status_code == 303
+
+    def test_signing_in_again_replaces_the_session(self, gateway: Gateway) -> None:
+        """A second sign-in from the same browser ends the first session."""
+        client = sign_in(gateway.url, gateway.orgs["acme"].key)
+        first = client.cookies["flexroute_session"]
+        page = client.get("/dashboard/signin")
+        client.post(
+            "/dashboard/signin",
+            data={"key": gateway.orgs["globex"].key, "csrf_token": token(page.text)},
+        )
+        assert client.cookies["flexroute_session"] != first
+        old = httpx.get(
+            f"{gateway.url}/dashboard/", headers={"cookie": f"flexroute_session={first}"}
+        )
+        assert old.status_code == 303
+
+    def test_changing_the_admin_key_ends_operator_sessions(
+        self, served: tuple[Gateway, ProxyApp]
+    ) -> None:
+        """An operator session from before FLEXROUTE_ADMIN_KEY changed opens nothing after."""
+        gateway = served[0]
+        cookie = sign_in(gateway.url, ADMIN).cookies["flexroute_session"]
+        rotated = gateway.settings.model_copy(update={"admin_key": SecretStr("new-admin-key-42")})
+        with serve_in_thread(create_app(rotated)) as url:
+            answer = httpx.get(
+                f"{url}/dashboard/operator", headers={"cookie": f"flexroute_session={cookie}"}
+            )
+        assert answer.status_code == 303
 
 
 class TestSessionFixation:

@@ -198,6 +198,9 @@ class Dashboard:
         expected = request.cookies.get(s.SIGNIN_COOKIE, "")
         if not expected or not s.same_token(expected, request.form.get(s.CSRF_FIELD)):
             return self._forbidden(None)
+        old = await self.sessions.load(request.cookies.get(s.SESSION_COOKIE))
+        if old is not None:  # signing in again replaces the session, never adds one
+            await self.sessions.sign_out(old.session_id)
         session_id = await self.sessions.sign_in(request.field("key"))
         if session_id is None:
             log.warning("flexroute: dashboard sign-in refused (unknown or revoked key)")
@@ -212,11 +215,10 @@ class Dashboard:
             response.headers.append(s.cookie(s.SIGNIN_COOKIE, token, secure=secure, max_age=3600))
             return response
         signed = await self.sessions.load(session_id)
-        if signed is not None:  # who, never the key
-            who = signed.session.org_id or "the operator"
-            log.info(
-                "flexroute: dashboard sign-in: %s (%s)", who, signed.session.key_id or "admin key"
-            )
+        if signed is not None:  # who, never the key (nor the admin key's fingerprint)
+            who = "the operator" if signed.session.operator else signed.session.org_id
+            key = "" if signed.session.operator else f" ({signed.session.key_id})"
+            log.info("flexroute: dashboard sign-in: %s%s", who, key)
         where = f"{PREFIX}/operator" if signed and signed.session.operator else f"{PREFIX}/"
         response = Response.redirect(where)
         max_age = int(self.sessions.ttl)

@@ -102,11 +102,16 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
+# What Stripe.js itself needs beside its own origin (Stripe's CSP guide): 3-D Secure frames.
+_STRIPE_FRAMES = {"https://js.stripe.com": ("https://hooks.stripe.com",)}
+
+
 def policy(script_origins: tuple[str, ...], connect_origins: tuple[str, ...]) -> str:
     """The Content-Security-Policy: our own files, plus Stripe.js where the card form is."""
     scripts = " ".join(("'self'", *script_origins))
     connects = " ".join(("'self'", *connect_origins))
-    frames = " ".join(script_origins) or "'none'"
+    extra = tuple(f for origin in script_origins for f in _STRIPE_FRAMES.get(origin, ()))
+    frames = " ".join((*script_origins, *extra)) or "'none'"
     return (
         "default-src 'none'; "
         f"script-src {scripts}; "

@@ -6,7 +6,8 @@ the request came over TLS (the scheme, or ``x-forwarded-proto: https`` from a pr
 front). The store keeps only the id's SHA-256 with the organisation, the key it signed in
 with and the expiry (``FLEXROUTE_DASHBOARD_SESSION_TTL``). Every sign-in makes a new id, so a
 session id planted before sign-in is never promoted (no fixation); signing out deletes the
-row. A session ends too when the key it signed in with is revoked.
+row. A session ends too when the key it signed in with is revoked (the operator's, when
+``FLEXROUTE_ADMIN_KEY`` changes).
 
 CSRF: each session's token is an HMAC of its id (session-bound; unknown without the cookie).
 Before sign-in there is no session, so the sign-in form uses a double-submit token: a random
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flexroute.ledger import Store
-from flexroute.ledger.keys import KEY_PREFIX, hash_key
+from flexroute.ledger.keys import KEY_PREFIX, fingerprint, hash_key
 from flexroute.ledger.sessions import Session, hash_session
 
 SESSION_COOKIE = "flexroute_session"
@@ -84,7 +85,7 @@ class Sessions:
         now = self._clock()
         expires = now + dt.timedelta(seconds=self.ttl)
         if self._admin_key and hmac.compare_digest(key.encode(), self._admin_key.encode()):
-            session = Session(None, None, now, expires)
+            session = Session(None, self._admin_print(), now, expires)
         elif key.startswith(KEY_PREFIX):
             found = await self.store.key_by_hash(hash_key(key))
             if found is None or found.revoked:
@@ -103,12 +104,19 @@ class Sessions:
         session = await self.store.session(hash_session(session_id))
         if session is None or session.expires_at <= self._clock():
             return None
+        if session.operator and session.key_id != self._admin_print():
+            return None  # FLEXROUTE_ADMIN_KEY was changed or removed since
         if session.org_id is not None:
             keys = {k.key_id: k for k in await self.store.keys(session.org_id)}
             key = keys.get(session.key_id or "")
             if key is None or key.revoked:
                 return None
         return Signed(session_id, session)
+
+    def _admin_print(self) -> str | None:
+        """The operator session's ``key_id``: a fingerprint of the admin key it signed in
+        with, so changing FLEXROUTE_ADMIN_KEY ends every operator session."""
+        return None if not self._admin_key else "admin:" + fingerprint(self._admin_key)
 
     async def sign_out(self, session_id: str) -> None:
         await self.store.end_session(hash_session(session_id))
