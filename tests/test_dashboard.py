@@ -218,6 +218,19 @@ class TestCsrf:
         assert answer.status_code == 403
         assert "set-cookie" not in answer.headers
 
+    def test_every_form_carries_the_token(self, gateway: Gateway) -> None:
+        """Each POST form of every page (the operator's too) has the session's CSRF token."""
+        forms: list[str] = []
+        for key, paths in ((gateway.orgs["acme"].key, PAGES), (ADMIN, ("/dashboard/operator",))):
+            client = sign_in(gateway.url, key)
+            expected = form_token(client, paths[0])
+            for path in paths:
+                html = client.get(path).text
+                found = re.findall(r'<form[^>]*method="post"[^>]*>(.*?)</form>', html, re.S)
+                forms += found
+                assert all(f'name="csrf_token" value="{expected}"' in form for form in found)
+        assert len(forms) >= 5  # sign-out on each page, create, revoke, caps
+
     def test_json_call_needs_the_header_token(self, gateway: Gateway) -> None:
         """The card form's JSON call without x-csrf-token gets 403."""
         client = sign_in(gateway.url, gateway.orgs["acme"].key)

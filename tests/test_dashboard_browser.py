@@ -221,7 +221,7 @@ class TestBrowser:
         assert "Card saved" in page.inner_text(".notice")
         assert stand.flex("acme") == 200
         assert page.inner_text("#state") == "active"
-        assert page.inner_text("#card-status") == "A card is on file."
+        assert page.inner_text("#card-on-file") == "visa •••• 4242, 12/2034"
         shot(page, "billing")
 
     def test_a_card_declined_on_charging_shows_the_decline(self, page: Page, stand: Stand) -> None:

@@ -102,6 +102,23 @@ class StripeProcessor:
         method = intent.payment_method
         return await self.attach_card(org, method if isinstance(method, str) else method.id)
 
+    async def default_card(self, org: Org) -> str | None:
+        """The card on file as people read it (``visa •••• 4242, 12/2034``); None if none."""
+        customer_ref = org.customer_ref
+        if customer_ref is None:
+            return None
+        customer = await self._call(lambda: self._client.v1.customers.retrieve(customer_ref))
+        settings = customer.invoice_settings
+        method = None if settings is None else settings.default_payment_method
+        if not method:
+            return None
+        method_id = method if isinstance(method, str) else method.id
+        found = await self._call(lambda: self._client.v1.payment_methods.retrieve(method_id))
+        card = found.card
+        if card is None:
+            return None
+        return f"{card.brand} •••• {card.last4}, {card.exp_month:02d}/{card.exp_year}"
+
     async def charge(
         self, org: Org, amount: Decimal, *, idempotency_key: str, invoice_id: str
     ) -> ChargeResult:

@@ -26,11 +26,13 @@ async def billing_page(
 ) -> Response:
     org_id = org_of(signed)
     data = await billing(page.store, org_id)
+    card = None if page.cards is None else await page.cards.card_on_file(data.org)
     return page.render(
         "billing.html",
         signed=signed,
         org_id=org_id,
         data=data,
+        card=card,
         cards=page.cards,
         notice=notes.get("notice"),
         error=notes.get("error"),

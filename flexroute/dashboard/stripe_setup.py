@@ -51,6 +51,14 @@ class CardSetup:
             await self.store.set_card(org_id, org.card_status, customer)
         return secret
 
+    async def card_on_file(self, org: Org) -> str | None:
+        """The default card's brand, last four digits and expiry, asked of Stripe; None when
+        there is none or Stripe does not answer (the page then says only the card's state)."""
+        try:
+            return await self.processor.default_card(org)
+        except PaymentError:
+            return None
+
     async def finish(self, org_id: str, setup_intent_id: str) -> CardResult:
         org = await self.store.org(org_id)
         if not setup_intent_id.startswith("seti_"):
