@@ -410,3 +410,18 @@ class TestKeysPage:
         )
         assert "spend cap &#39;lots&#39; is not an amount of USD: use e.g. 50" in answer.text
         assert "none</td>" in dash.get("/dashboard/").text  # the org's caps are unchanged
+
+
+class TestStores:
+    def test_a_session_lives_in_either_store(
+        self, tmp_path: Path, emulator: Any, store_url: str
+    ) -> None:
+        """On SQLite and on PostgreSQL: sign in, see every page, sign out."""
+        emulator.reset()
+        settings = gateway_settings(tmp_path, emulator.base_url, database_url=store_url)
+        orgs = seed(settings, ("acme",))
+        with serve_in_thread(create_app(settings)) as url:
+            client = sign_in(url, orgs["acme"].key)
+            assert all(client.get(path).status_code == 200 for path in PAGES)
+            client.post("/dashboard/signout", data={"csrf_token": form_token(client, PAGES[0])})
+            assert client.get(PAGES[0]).status_code == 303
