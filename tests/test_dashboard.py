@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -425,3 +427,12 @@ class TestStores:
             assert all(client.get(path).status_code == 200 for path in PAGES)
             client.post("/dashboard/signout", data={"csrf_token": form_token(client, PAGES[0])})
             assert client.get(PAGES[0]).status_code == 303
+
+
+class TestPackage:
+    def test_the_dashboard_imports_on_its_own(self) -> None:
+        """A fresh interpreter imports flexroute.dashboard first (no circle through the proxy)."""
+        done = subprocess.run(
+            [sys.executable, "-c", "import flexroute.dashboard"], capture_output=True, check=False
+        )
+        assert done.returncode == 0, done.stderr.decode()

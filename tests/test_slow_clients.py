@@ -18,8 +18,8 @@ from pathlib import Path
 
 import uvicorn
 
+from flexroute.asgi import Receive, Scope, Send
 from flexroute.proxy.slow_clients import BoundedConfig, BoundedH11
-from flexroute.proxy.types import Receive, Scope, Send
 from tests.fault_upstream import fault_upstream
 from tests.serve_process import serve
 

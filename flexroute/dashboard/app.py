@@ -23,7 +23,9 @@ from typing import Any
 
 import jinja2
 
+from flexroute.asgi import Receive, Scope, Send
 from flexroute.billing.gate import BillingGate
+from flexroute.billing.processors import CENT
 from flexroute.config import Settings
 from flexroute.dashboard import sessions as s
 from flexroute.dashboard.http import (
@@ -37,8 +39,6 @@ from flexroute.dashboard.http import (
 )
 from flexroute.dashboard.stripe_setup import CardSetup
 from flexroute.ledger import Store
-from flexroute.money import format_usd
-from flexroute.proxy.types import Receive, Scope, Send
 
 PREFIX = "/dashboard"
 log = logging.getLogger("flexroute.dashboard")
@@ -82,7 +82,6 @@ class Page:
             autoescape=True,
         )
         self.templates.filters["usd"] = usd
-        self.templates.filters["exact"] = format_usd
         self.templates.filters["pct"] = pct
         self.templates.filters["amount"] = amount
 
@@ -96,10 +95,11 @@ class Page:
 
 
 def usd(amount: Any) -> str:
-    """Dollars for people: cents, or more digits when the amount is under a cent."""
+    """Dollars for people: cents, or up to six decimals for an amount under a cent (a
+    request's cost is often a few millionths of a dollar)."""
     if amount is None:
         return "—"
-    if amount != 0 and abs(amount) < 1:
+    if amount != 0 and abs(amount) < CENT:
         text = f"{amount:.6f}".rstrip("0")
         return f"${text}0" if text.endswith(".") else f"${text}"
     return f"${amount:,.2f}"

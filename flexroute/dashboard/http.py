@@ -17,7 +17,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from flexroute.proxy.types import Receive, Scope, Send
+from flexroute.asgi import Receive, Scope, Send
 
 FORM_LIMIT = 64 * 1024  # a sign-in or caps form is a few hundred bytes
 

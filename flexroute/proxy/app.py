@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 import anyio
 
 from flexroute import __version__
+from flexroute.asgi import ASGIApp, Message, Receive, Scope, Send
 from flexroute.duration import parse_start_within
 from flexroute.engine import Call, Engine, Reply
 from flexroute.errors import RequestRejected
@@ -40,7 +41,6 @@ from flexroute.proxy.http import (
     send_json,
     send_reply,
 )
-from flexroute.proxy.types import ASGIApp, Message, Receive, Scope, Send
 
 # flexroute's own paths; anything else is a provider's API. The dashboard shares the one
 # prefix test provider traffic already paid for, so it costs API requests nothing.

@@ -7,12 +7,12 @@ import json
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
+from flexroute.asgi import Receive, Scope, Send
 from flexroute.commands._common import parse_when
 from flexroute.commands.usage import usage_json
 from flexroute.errors import ConfigError, PaymentError, RequestRejected
 from flexroute.ledger import Store
 from flexroute.proxy.http import ClientGone, read_body, request_headers, send_json
-from flexroute.proxy.types import Receive, Scope, Send
 
 # (payload, Stripe-Signature header) -> what was done; raises PaymentError on a bad signature.
 WebhookHandler = Callable[[bytes, str | None], Awaitable[str]]

@@ -8,9 +8,9 @@ from typing import BinaryIO
 import anyio
 import anyio.to_thread
 
+from flexroute.asgi import Receive, Scope, Send
 from flexroute.engine import Reply
 from flexroute.errors import RequestRejected, UpstreamError
-from flexroute.proxy.types import Receive, Scope, Send
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_HEADER_BYTES = 32 * 1024

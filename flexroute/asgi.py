@@ -1,4 +1,4 @@
-"""ASGI type aliases, in one place (as Starlette does)."""
+"""ASGI type aliases, in one place (as Starlette does), for the proxy and the dashboard."""
 
 from __future__ import annotations
 
