@@ -17,6 +17,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from flexroute.dashboard.signin import Throttle
 from flexroute.proxy import ProxyApp, create_app
 from flexroute.testing import serve_in_thread
 from tests.dashboard_env import form_token, sign_in, token
@@ -436,3 +437,34 @@ class TestPackage:
             [sys.executable, "-c", "import flexroute.dashboard"], capture_output=True, check=False
         )
         assert done.returncode == 0, done.stderr.decode()
+
+
+class TestThrottle:
+    def test_failed_sign_ins_are_throttled_per_address(self, gateway: Gateway) -> None:
+        """After ten wrong keys in a minute even the right key waits, with Retry-After."""
+        client = httpx.Client(base_url=gateway.url)
+        for _ in range(10):
+            page = client.get("/dashboard/signin")
+            wrong = client.post(
+                "/dashboard/signin", data={"key": "fr_guess", "csrf_token": token(page.text)}
+            )
+            assert wrong.status_code == 401
+        page = client.get("/dashboard/signin")
+        answer = client.post(
+            "/dashboard/signin",
+            data={"key": gateway.orgs["acme"].key, "csrf_token": token(page.text)},
+        )
+        assert answer.status_code == 429
+        assert 0 < int(answer.headers["retry-after"]) <= 60
+        assert "Too many failed sign-ins" in answer.text
+
+    def test_the_window_ends(self) -> None:
+        """A throttled address may try again once its minute is over."""
+        now = [0.0]
+        throttle = Throttle(2, 60.0, clock=lambda: now[0])
+        throttle.failed("1.2.3.4")
+        throttle.failed("1.2.3.4")
+        assert throttle.wait("1.2.3.4") == 60
+        assert throttle.wait("5.6.7.8") == 0
+        now[0] = 60.5
+        assert throttle.wait("1.2.3.4") == 0

@@ -3,9 +3,10 @@ and Requests for an organisation signed in with its flexroute key, and the opera
 for ``FLEXROUTE_ADMIN_KEY``.
 
 Modules, one idea each: :mod:`.http` (ASGI plumbing, security headers), :mod:`.sessions`
-(sign-in, cookies, CSRF), :mod:`.app` (route table and checks), :mod:`.queries` (what the
-pages show), :mod:`.chart` (the Overview's SVG geometry), :mod:`.stripe_setup` (the card
-form's SetupIntent), and one module per page family.
+(sessions, cookies, CSRF), :mod:`.signin` (the sign-in flow and its throttle), :mod:`.app`
+(route table and checks), :mod:`.queries` (what the pages show), :mod:`.chart` (the
+Overview's SVG geometry), :mod:`.stripe_setup` (the card form's SetupIntent), and one module
+per page family.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from flexroute.dashboard.billing_page import billing_page, invoice_csv, save_car
 from flexroute.dashboard.keys_page import create_key, keys_page, revoke_key, set_caps
 from flexroute.dashboard.operator import mark_org_paid, operator_page
 from flexroute.dashboard.pages import overview_page, request_page, requests_page
+from flexroute.dashboard.sessions import Sessions
+from flexroute.dashboard.signin import SignIn
 from flexroute.dashboard.stripe_setup import CardSetup
 from flexroute.ledger import Store
 
@@ -64,4 +67,7 @@ def build_dashboard(
     if isinstance(processor, StripeProcessor) and settings.stripe_publishable_key:
         on_change = None if gate is None else gate.forget
         cards = CardSetup(store, processor, settings.stripe_publishable_key, on_change)
-    return Dashboard(Page(settings, store, gate, forget_key, cards, clock), ROUTES)
+    page = Page(settings, store, gate, forget_key, cards, clock)
+    admin = None if settings.admin_key is None else settings.admin_key.get_secret_value()
+    sessions = Sessions(store, admin, settings.dashboard_session_ttl, clock)
+    return Dashboard(page, ROUTES, sessions, SignIn(page, sessions))

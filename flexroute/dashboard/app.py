@@ -19,7 +19,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import jinja2
 
@@ -114,16 +114,22 @@ def pct(share: Any) -> str:
     return "—" if share is None else f"{share * 100:.1f}%"
 
 
+class SignInFlow(Protocol):
+    """:class:`flexroute.dashboard.signin.SignIn`, which builds on this module."""
+
+    async def handle(self, request: Request) -> Response: ...
+
+    async def sign_out(self, request: Request, signed: s.Signed | None) -> Response: ...
+
+
 class Dashboard:
-    def __init__(self, page: Page, routes: list[Route]) -> None:
+    def __init__(
+        self, page: Page, routes: list[Route], sessions: s.Sessions, signin: SignInFlow
+    ) -> None:
         self.page = page
         self.routes = routes
-        self.sessions = s.Sessions(
-            page.store,
-            None if page.settings.admin_key is None else page.settings.admin_key.get_secret_value(),
-            page.settings.dashboard_session_ttl,
-            page.clock,
-        )
+        self.sessions = sessions
+        self.signin = signin
         js = page.settings.stripe_js_url
         stripe = (origin_of(js),) if page.cards is not None else ()
         api = (origin_of(page.settings.stripe_api_base or "https://api.stripe.com"),)
@@ -152,10 +158,10 @@ class Dashboard:
         if path.startswith("/static/") and request.method == "GET":
             return _static(path.removeprefix("/static/"))
         if path == "/signin":
-            return await self._sign_in(request)
+            return await self.signin.handle(request)
         signed = await self.sessions.load(request.cookies.get(s.SESSION_COOKIE))
         if path == "/signout" and request.method == "POST":
-            return await self._sign_out(request, signed)
+            return await self.signin.sign_out(request, signed)
         for route in self.routes:
             match = route.pattern.fullmatch(path)
             if match is None or route.method != request.method:
@@ -166,77 +172,30 @@ class Dashboard:
                 return Response.redirect(
                     f"{PREFIX}/operator" if signed.session.operator else f"{PREFIX}/"
                 )
-            if request.method == "POST" and not self._csrf_ok(request, signed.csrf):
+            if request.method == "POST" and not csrf_ok(request, signed.csrf):
                 return self._forbidden(signed)
             request.params = match.groups()
             return await route.handler(self.page, request, signed)
         return self.page.render("error.html", 404, message="No such page.", signed=signed)
 
-    @staticmethod
-    def _csrf_ok(request: Request, expected: str) -> bool:
-        given = request.form.get(s.CSRF_FIELD) or request.headers.get(s.CSRF_HEADER)
-        return s.same_token(expected, given)
-
     def _forbidden(self, signed: s.Signed | None) -> Response:
-        return self.page.render(
-            "error.html",
-            403,
-            message="This form has expired or did not come from this dashboard (CSRF check "
-            "failed). Reload the page and try again.",
-            signed=signed,
-        )
+        return forbidden(self.page, signed)
 
-    async def _sign_in(self, request: Request) -> Response:
-        secure = request.tls
-        if request.method == "GET":
-            token = s.new_token()
-            response = self.page.render("signin.html", csrf=token, error=None, signed=None)
-            response.headers.append(s.cookie(s.SIGNIN_COOKIE, token, secure=secure, max_age=3600))
-            return response
-        if request.method != "POST":
-            return self.page.render("error.html", 405, message="Method not allowed.", signed=None)
-        expected = request.cookies.get(s.SIGNIN_COOKIE, "")
-        if not expected or not s.same_token(expected, request.form.get(s.CSRF_FIELD)):
-            return self._forbidden(None)
-        old = await self.sessions.load(request.cookies.get(s.SESSION_COOKIE))
-        if old is not None:  # signing in again replaces the session, never adds one
-            await self.sessions.sign_out(old.session_id)
-        session_id = await self.sessions.sign_in(request.field("key"))
-        if session_id is None:
-            log.warning("flexroute: dashboard sign-in refused (unknown or revoked key)")
-            token = s.new_token()
-            response = self.page.render(
-                "signin.html",
-                401,
-                csrf=token,
-                error="That key is not a valid flexroute key (or it was revoked).",
-                signed=None,
-            )
-            response.headers.append(s.cookie(s.SIGNIN_COOKIE, token, secure=secure, max_age=3600))
-            return response
-        signed = await self.sessions.load(session_id)
-        if signed is not None:  # who, never the key (nor the admin key's fingerprint)
-            who = "the operator" if signed.session.operator else signed.session.org_id
-            key = "" if signed.session.operator else f" ({signed.session.key_id})"
-            log.info("flexroute: dashboard sign-in: %s%s", who, key)
-        where = f"{PREFIX}/operator" if signed and signed.session.operator else f"{PREFIX}/"
-        response = Response.redirect(where)
-        max_age = int(self.sessions.ttl)
-        response.headers.append(
-            s.cookie(s.SESSION_COOKIE, session_id, secure=secure, max_age=max_age)
-        )
-        response.headers.append(s.cookie(s.SIGNIN_COOKIE, "", secure=secure, max_age=0))
-        return response
 
-    async def _sign_out(self, request: Request, signed: s.Signed | None) -> Response:
-        if signed is None:
-            return Response.redirect(f"{PREFIX}/signin")
-        if not self._csrf_ok(request, signed.csrf):
-            return self._forbidden(signed)
-        await self.sessions.sign_out(signed.session_id)
-        response = Response.redirect(f"{PREFIX}/signin")
-        response.headers.append(s.cookie(s.SESSION_COOKIE, "", secure=request.tls, max_age=0))
-        return response
+def csrf_ok(request: Request, expected: str) -> bool:
+    """The session's token came back, as a form field or (JSON calls) a header."""
+    given = request.form.get(s.CSRF_FIELD) or request.headers.get(s.CSRF_HEADER)
+    return s.same_token(expected, given)
+
+
+def forbidden(page: Page, signed: s.Signed | None) -> Response:
+    return page.render(
+        "error.html",
+        403,
+        message="This form has expired or did not come from this dashboard (CSRF check "
+        "failed). Reload the page and try again.",
+        signed=signed,
+    )
 
 
 def _static(name: str) -> Response:

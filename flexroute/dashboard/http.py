@@ -34,6 +34,7 @@ class Request:
     headers: dict[str, str]
     cookies: dict[str, str]
     tls: bool
+    client: str  # the peer's address (a proxy in front: the proxy's)
     form: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     params: tuple[str, ...] = ()  # the route pattern's groups, e.g. a request id
@@ -77,6 +78,7 @@ async def read_request(scope: Scope, receive: Receive, prefix: str) -> Request:
         headers=headers,
         cookies=cookies,
         tls=scope.get("scheme") == "https" or forwarded == "https",
+        client=str((scope.get("client") or ("-",))[0]),
     )
     if request.method == "POST":
         request.body = await _read_body(receive)
