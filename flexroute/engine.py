@@ -230,7 +230,8 @@ class Engine:
         request = self._request(ctx, body, stream=ctx.wants_stream, attempt=label)
         began = self.clock()
         try:
-            response = await self.upstream.send(request)
+            with ctx.log.left_during(label, began, self.clock):
+                response = await self.upstream.send(request)
         except UpstreamConnectError as error:
             ctx.log.add(label, began, self.clock(), "unreachable", None)
             return self.reject(
@@ -249,7 +250,8 @@ class Engine:
             wrong = UpstreamMalformed(f"a streamed answer came as {kind!r}, not an event stream")
             return await self._broken_reply(ctx, wrong)
         try:
-            data = await response.read()
+            with ctx.log.left_during(label, began, self.clock, response.status):
+                data = await response.read()
             facts = None
             if response.status == 200:
                 facts = ctx.dialect.read_response(data, response.header_map)

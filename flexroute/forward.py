@@ -64,7 +64,13 @@ class Forwarder:
         url = provider.upstream_url(engine.base_url(provider), target)
         began = engine.clock()
         try:
-            response = await engine.upstream.send(UpstreamRequest(call.method, url, headers, sent))
+            with ctx.log.left_during("forward", began, engine.clock):
+                request = UpstreamRequest(call.method, url, headers, sent)
+                response = await engine.upstream.send(request)
+        except anyio.get_cancelled_exc_class():  # the client left before the answer came
+            with anyio.CancelScope(shield=True):
+                await engine.record(ctx, None, None, Status.CLIENT_CLOSED, 499)
+            raise
         except UpstreamConnectError as error:
             ctx.log.add("forward", began, engine.clock(), "unreachable", None)
             return engine.reject(

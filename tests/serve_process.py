@@ -6,7 +6,7 @@ import os
 import subprocess
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +29,26 @@ class Served:
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
-    def healthy(self) -> bool:
+    def connections_to(self, port: int) -> int:
+        """Established TCP connections from this process to loopback ``port`` (its sockets'
+        inodes matched against /proc/net/tcp)."""
+        inodes = set()
+        for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
+            with suppress(OSError):
+                target = os.readlink(f"/proc/{self.proc.pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        count = 0
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            remote, state, inode = fields[2], fields[3], fields[9]
+            if state == "01" and int(remote.split(":")[1], 16) == port and inode in inodes:
+                count += 1
+        return count
+
+    def healthy(self, path: str = "health") -> bool:
         try:
-            url = f"{self.base}/flexroute/v1/health"
+            url = f"{self.base}/flexroute/v1/{path}"
             with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
                 return bool(response.status == 200)
         except OSError:

@@ -33,7 +33,8 @@ with its ``elapsed_ms``. ``why`` says what made an attempt go unstreamed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import anyio
@@ -118,6 +119,18 @@ class AttemptLog:
                 **facts,
             }
         )
+
+    @contextmanager
+    def left_during(
+        self, tier: str, began: float, clock: Callable[[], float], status: int | None = None
+    ) -> Iterator[None]:
+        """An attempt the client's leaving cancels inside this block is logged
+        ``client-closed``, so the request that reached a provider gets its record."""
+        try:
+            yield
+        except anyio.get_cancelled_exc_class():
+            self.add(tier, began, clock(), "client-closed", status)
+            raise
 
 
 class _Retry(Exception):  # noqa: N818 -- a signal between attempt and retry policy
