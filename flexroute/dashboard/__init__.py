@@ -19,7 +19,7 @@ from flexroute.billing.choose import processor_for
 from flexroute.billing.gate import BillingGate
 from flexroute.billing.stripe_processor import StripeProcessor
 from flexroute.config import Settings
-from flexroute.dashboard.app import PREFIX, Dashboard, Page, Route
+from flexroute.dashboard.app import PREFIX, Dashboard, Handler, Page, Route
 from flexroute.dashboard.billing_page import billing_page, invoice_csv, save_card, setup_card
 from flexroute.dashboard.keys_page import create_key, keys_page, revoke_key, set_caps
 from flexroute.dashboard.operator import mark_org_paid, operator_page
@@ -32,8 +32,8 @@ from flexroute.ledger import Store
 __all__ = ["PREFIX", "Dashboard", "build_dashboard"]
 
 
-def _route(method: str, pattern: str, handler: object, operator: bool = False) -> Route:
-    return Route(method, re.compile(pattern), handler, operator)  # type: ignore[arg-type]
+def _route(method: str, pattern: str, handler: Handler, operator: bool = False) -> Route:
+    return Route(method, re.compile(pattern), handler, operator)
 
 
 ROUTES = [

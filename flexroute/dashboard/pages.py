@@ -5,8 +5,10 @@ from __future__ import annotations
 from flexroute.dashboard.app import Page
 from flexroute.dashboard.chart import charts
 from flexroute.dashboard.http import Request, Response
-from flexroute.dashboard.queries import one_request, overview, recent
+from flexroute.dashboard.queries import one_request, overview
 from flexroute.dashboard.sessions import Signed
+
+LATEST = 50  # requests on the Requests page
 
 
 def org_of(signed: Signed) -> str:
@@ -31,7 +33,7 @@ async def overview_page(page: Page, request: Request, signed: Signed) -> Respons
 
 async def requests_page(page: Page, request: Request, signed: Signed) -> Response:
     org_id = org_of(signed)
-    records = await recent(page.store, org_id, 50)
+    records = await page.store.recent(org_id, LATEST)
     return page.render(
         "requests.html", signed=signed, org_id=org_id, records=records, tab="requests"
     )

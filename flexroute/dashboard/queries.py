@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from flexroute.ledger import Invoice, LedgerRecord, Org, Store, UsageRow
 from flexroute.ledger.keys import ApiKey
-from flexroute.ledger.quota import NO_CAPS, Caps, Totals, month_start, next_month
+from flexroute.ledger.quota import Caps, Totals, month_start, next_month
 from flexroute.money import ZERO
 
 ROUTES = ("flex", "fallback", "passthrough")
@@ -142,12 +142,8 @@ async def every_org(store: Store, now: dt.datetime) -> list[OrgRow]:
     for org_id in sorted(set(await store.org_ids()) | set(keys)):
         caps, _ = await store.caps(org_id, None)
         month, _ = await store.month_totals(org_id, None, since)
-        out.append(OrgRow(await store.org(org_id), caps or NO_CAPS, month, keys[org_id]))
+        out.append(OrgRow(await store.org(org_id), caps, month, keys[org_id]))
     return out
-
-
-async def recent(store: Store, org_id: str, limit: int = 50) -> list[LedgerRecord]:
-    return await store.recent(org_id, limit)
 
 
 async def one_request(store: Store, org_id: str, request_id: str) -> LedgerRecord | None:
