@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 
 from flexroute.dashboard.app import Page
@@ -13,9 +12,29 @@ from flexroute.dashboard.pages import org_of
 from flexroute.dashboard.queries import billing
 from flexroute.dashboard.sessions import Signed
 from flexroute.errors import PaymentError
-from flexroute.ledger import period_of
 from flexroute.money import format_usd
 
+INVOICE_HEADER = [
+    "invoice_id",
+    "period",
+    "amount_usd",
+    "credit_used_usd",
+    "status",
+    "reason",
+    "attempts",
+    "created_at",
+    "updated_at",
+]
+LINES_HEADER = [
+    "day",
+    "model",
+    "route",
+    "requests",
+    "cost_usd",
+    "standard_cost_usd",
+    "saving_usd",
+    "fee_usd",
+]
 # A cell starting with one of these is a formula to a spreadsheet; model names come from
 # clients, so such cells are quoted with a leading apostrophe (CSV injection).
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
@@ -84,7 +103,7 @@ async def save_card(page: Page, request: Request, signed: Signed) -> Response:
 
 
 async def invoice_csv(page: Page, request: Request, signed: Signed) -> Response:
-    """One invoice and its period's usage by day, model and route, as CSV."""
+    """One invoice, then exactly the fees it covers by day, model and route, as CSV."""
     org_id = org_of(signed)
     invoices = {i.invoice_id: i for i in await page.store.invoices(org_id)}
     invoice = invoices.get(request.params[0])
@@ -94,19 +113,7 @@ async def invoice_csv(page: Page, request: Request, signed: Signed) -> Response:
         )
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(
-        [
-            "invoice_id",
-            "period",
-            "amount_usd",
-            "credit_used_usd",
-            "status",
-            "reason",
-            "attempts",
-            "created_at",
-            "updated_at",
-        ]
-    )
+    writer.writerow(INVOICE_HEADER)
     writer.writerow(
         [
             invoice.invoice_id,
@@ -121,23 +128,8 @@ async def invoice_csv(page: Page, request: Request, signed: Signed) -> Response:
         ]
     )
     writer.writerow([])
-    writer.writerow(
-        [
-            "day",
-            "model",
-            "route",
-            "requests",
-            "cost_usd",
-            "standard_cost_usd",
-            "saving_usd",
-            "fee_usd",
-        ]
-    )
-    start = dt.datetime(int(invoice.period[:4]), int(invoice.period[5:7]), 1, tzinfo=dt.UTC)
-    _, end = period_of(start)
-    for row in sorted(await page.store.usage(org_id, start), key=lambda r: (r.day, r.route)):
-        if row.day >= end.date().isoformat():
-            continue
+    writer.writerow(LINES_HEADER)
+    for row in await page.store.invoice_usage(invoice.invoice_id):
         writer.writerow(
             [
                 row.day,

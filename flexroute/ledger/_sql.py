@@ -70,13 +70,16 @@ SETTLE_INVOICE = (
 FAILED_COUNT = "SELECT COUNT(*) FROM invoices WHERE org_id = ? AND status = 'failed'"
 
 
-def usage_query(day_expr: str, org: bool, since: bool) -> str:
-    """Totals by (day, model, route); ``day_expr`` is the backend's UTC-date expression."""
+def usage_query(day_expr: str, org: bool, since: bool, *, invoice: bool = False) -> str:
+    """Totals by (day, model, route); ``day_expr`` is the backend's UTC-date expression.
+    ``invoice``: only the records one invoice covers (its id the last parameter)."""
     where = []
     if org:
         where.append("org_id = ?")
     if since:
         where.append("received_at >= ?")
+    if invoice:
+        where.append("invoice_id = ?")
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     return (
         f"SELECT {day_expr}, model, route, COUNT(*), "  # noqa: S608 -- fixed expressions

@@ -245,6 +245,9 @@ class Store(Protocol):
     ) -> list[UsageRow]:
         """Totals by day (UTC), model and route, optionally for one org and from ``since``."""
 
+    async def invoice_usage(self, invoice_id: str) -> list[UsageRow]:
+        """Totals by day, model and route of exactly the fees ``invoice_id`` covers."""
+
     async def grant_credit(self, org_id: str, amount: Decimal) -> bool:
         """Give a *new* organisation ``amount`` USD of free fee credit; False (nothing
         changed) if the organisation already has billing state."""

@@ -204,6 +204,10 @@ class PostgresStore:
             rows = await (await conn.execute(sql, params)).fetchall()
         return usage_rows(rows)
 
+    async def invoice_usage(self, invoice_id: str) -> list[UsageRow]:
+        sql = q.pg(q.usage_query(_DAY, False, False, invoice=True))
+        return usage_rows(await self._all(sql, (invoice_id,)))
+
     async def grant_credit(self, org_id: str, amount: Decimal) -> bool:
         async with self._conn() as conn:
             cur = await conn.execute(q.pg(q.GRANT_CREDIT), (org_id, to_pico(amount), _now()))

@@ -198,6 +198,12 @@ class SQLiteStore:
     ) -> list[UsageRow]:
         return await self._read(billing.usage, org_id, since)
 
+    async def invoice_usage(self, invoice_id: str) -> list[UsageRow]:
+        sql = q.usage_query("substr(received_at, 1, 10)", False, False, invoice=True)
+        return await self._read(
+            lambda db: billing.usage_rows(db.execute(sql, (invoice_id,)).fetchall())
+        )
+
     async def grant_credit(self, org_id: str, amount: Decimal) -> bool:
         row = (org_id, to_pico(amount), dt.datetime.now(dt.UTC).isoformat())
         done = await self._write(lambda db: db.execute(q.GRANT_CREDIT, row).rowcount)

@@ -1,11 +1,12 @@
-"""The dashboard's rows in both stores: sessions by hash with expiry, and an org's latest
-records."""
+"""What the dashboard reads and writes in both stores: sessions by hash with expiry, an org's
+latest records, and the fees one invoice covers."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 
 import anyio
 
@@ -88,5 +89,23 @@ class TestRecent:
             found = await store.recent("acme", 3)
             assert [r.request_id for r in found] == ["r4", "r3", "r2"]
             assert {r.org_id for r in found} == {"acme"}
+
+        run(store_url, steps)
+
+
+class TestInvoiceUsage:
+    def test_only_the_invoices_fees_by_day_model_and_route(self, store_url: str) -> None:
+        """``invoice_usage`` totals exactly the records the invoice claimed, no later ones."""
+
+        async def steps(store: Store) -> None:
+            await store.record(dataclasses.replace(record("a", fee="15"), org_id="acme"))
+            await store.record(dataclasses.replace(record("b", fee="10"), org_id="acme"))
+            end = NOW + dt.timedelta(days=1)
+            invoice = await store.claim_invoice("acme", "2026-12", end, Decimal(20))
+            assert invoice is not None
+            later = dataclasses.replace(record("c", fee="7"), org_id="acme", received_at=end)
+            await store.record(later)
+            [row] = await store.invoice_usage(invoice.invoice_id)
+            assert (row.requests, row.fee, row.model) == (2, Decimal(25), "gpt-5-mini")
 
         run(store_url, steps)
