@@ -42,7 +42,13 @@ async def one_level(proxy: str, n: int, budget: float, arrival: str = "burst") -
         "messages": [{"role": "user", "content": "hi"}],
         "start_within": budget,
     }
-    headers = {"authorization": "Bearer bench", "x-emulator": "flex_queue=60;tokens=2"}
+    headers = {
+        "authorization": "Bearer bench",
+        "x-emulator": "flex_queue=60;tokens=2",
+        # every request waits out its budget: adaptive mode would soon learn that flex never
+        # starts here and skip it, leaving no fallback to time
+        "x-flex-mode": "always",
+    }
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
 

@@ -8,6 +8,8 @@ the same request for every target, and the targets alternated cell by cell (A B 
 * ``flexroute`` — ``flexroute serve``, passthrough (no ``start_within``);
 * ``flexroute-flex`` — the same with ``start_within`` (flex starts at once in fast mode, so
   flexroute streams the flex attempt, commits and assembles the JSON body);
+* ``flexroute-2w`` — ``flexroute serve --workers 2``, passthrough: what a second process buys
+  (its throughput against ``flexroute``'s; its CPU is both workers' and the supervisor's);
 * ``floor`` — ``benchmarks/floor_proxy.py``, a minimal aiohttp passthrough proxy;
 * ``litellm`` — the LiteLLM proxy from PyPI, in a venv of its own (see ``peers.py``).
 
@@ -186,6 +188,17 @@ def targets(
             Target("flexroute", flex_url, [fpid]),
             Target("flexroute-flex", flex_url, [fpid], {"start_within": "30s"}),
         ]
+        two_port = free_port()
+        two_url = f"http://127.0.0.1:{two_port}"
+        two_env = {**env, "FLEXROUTE_DATABASE_URL": f"sqlite:///{workdir / 'overhead-2w.sqlite3'}"}
+        two_pid = stack.enter_context(
+            process(
+                ["serve", "--port", str(two_port), "--workers", "2"],
+                f"{two_url}/flexroute/v1/health",
+                two_env,
+            )
+        )
+        found.append(Target("flexroute-2w", two_url, [two_pid]))
         floor_port = free_port()
         floor_url = f"http://127.0.0.1:{floor_port}"
         floor = stack.enter_context(
@@ -396,13 +409,14 @@ def goals(result: dict[str, Any], profile: Profile) -> list[dict[str, Any]]:
     """The issue's goals, pass or fail (reported, never asserted)."""
     out = []
     r = result["ratios"]
-    for name in ("flexroute", "flexroute-flex"):
+    # issue 12: passthrough ≤ 1.25× the floor, flex that starts (stream, commit, assemble) ≤ 1.6×
+    for name, limit in (("flexroute", 1.25), ("flexroute-flex", 1.6)):
         value = r.get(name, {}).get("json", {}).get("cpu_vs_floor")
         out.append(
             {
-                "goal": f"{name} CPU/request ≤ 1.25× floor",
+                "goal": f"{name} CPU/request ≤ {limit:g}× floor",
                 "value": value,
-                "passed": None if value is None else value <= 1.25,
+                "passed": None if value is None else value <= limit,
             }
         )
     for name in ("flexroute", "flexroute-flex"):
@@ -415,6 +429,16 @@ def goals(result: dict[str, Any], profile: Profile) -> list[dict[str, Any]]:
             }
         )
     top = max(profile.concurrency)
+    one = _median((_row(result, False, top, "flexroute") or {}).get("throughput_rps"))
+    two = _median((_row(result, False, top, "flexroute-2w") or {}).get("throughput_rps"))
+    value = ratio(two, one)
+    out.append(
+        {
+            "goal": f"flexroute --workers 2 throughput at {top} ≥ 1.7× one worker's",
+            "value": value,
+            "passed": None if value is None else value >= 1.7,
+        }
+    )
     for name in ("flexroute", "flexroute-flex"):
         value = r.get(name, {}).get("json", {}).get("throughput_vs_floor")
         out.append(

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from flexroute.dialects.base import MISSING, ErrorKind, retry_after_seconds
+from flexroute.dialects.base import MISSING, ErrorKind, Observer, retry_after_seconds
 from flexroute.dialects.openai_chat import ChatDialect
 from flexroute.dialects.openai_responses import ResponsesDialect
 from flexroute.dialects.sse import SSEDecoder, encode_event
+from flexroute.errors import UpstreamMalformed
 from flexroute.usage import Tier, Usage
 
 CHAT = ChatDialect()
@@ -198,6 +199,56 @@ class TestChatStream:
 
 def rev(kind: str, **data: Any) -> bytes:
     return encode_event(json.dumps({"type": kind, **data}), event=kind)
+
+
+class TestChatStreamAfterStart:
+    """After the first output, chunks are relayed without parsing unless they may carry
+    usage or an error (the relay's hot path); the outcome is as if each had been parsed."""
+
+    def started(self, wants_usage: bool) -> Observer:
+        observer = CHAT.observer(wants_usage=wants_usage, assemble=False, headers={})
+        [first] = SSEDecoder().feed(sse(chunk({"content": "Hi"}, usage=None)))
+        observer.observe(first)
+        assert observer.started
+        return observer
+
+    def test_content_chunks_keep_their_bytes_and_lose_only_usage_null(self) -> None:
+        """A client that asked for usage sees the bytes as sent; one that did not, without
+        the ``"usage":null`` flexroute's stream_options added."""
+        events = list(SSEDecoder().feed(sse(chunk({"content": " there"}, usage=None))))
+        assert [self.started(True).observe(e) for e in events] == [e.raw for e in events]
+        [out] = [self.started(False).observe(e) for e in events]
+        assert out == events[0].raw.replace(b',"usage":null', b"")
+
+    def test_the_usage_chunk_is_still_read_and_hidden(self) -> None:
+        """The last chunk's usage is priced; a client that did not ask never sees it."""
+        observer = self.started(False)
+        stream = sse({**chunk(), "choices": [], "usage": USAGE}, "[DONE]")
+        out = [observer.observe(e) for e in SSEDecoder().feed(stream)]
+        assert out == [None, b"data: [DONE]\n\n"]
+        assert observer.usage == Usage(input_tokens=100, output_tokens=20, cached_input_tokens=40)
+
+    def test_a_word_usage_in_the_text_is_parsed_not_mistaken(self) -> None:
+        """A delta whose text is the word "usage" goes the slow way and comes out intact."""
+        observer = self.started(False)
+        [event] = SSEDecoder().feed(sse(chunk({"content": "usage"}, usage=None)))
+        out = observer.observe(event)
+        assert json.loads(out[len(b"data: ") :])["choices"][0]["delta"] == {"content": "usage"}  # type: ignore[index]
+        assert observer.usage is None
+
+    def test_an_error_after_the_start_is_seen(self) -> None:
+        """An in-band error event mid-stream is read, as before the start."""
+        observer = self.started(True)
+        [event] = SSEDecoder().feed(sse({"error": {"message": "boom", "code": "server_error"}}))
+        observer.observe(event)
+        assert observer.failure == {"message": "boom", "code": "server_error"}
+
+    def test_garbage_after_the_start_is_the_providers_malformed_stream(self) -> None:
+        """Data that is not a JSON object never reaches the client's SDK."""
+        observer = self.started(True)
+        [event] = SSEDecoder().feed(b"data: <html>oops</html>\n\n")
+        with pytest.raises(UpstreamMalformed):
+            observer.observe(event)
 
 
 class TestResponsesStream:

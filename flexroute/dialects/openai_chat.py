@@ -16,6 +16,7 @@ from flexroute.dialects.base import (
     Pieces,
     ResponseFacts,
     answer_object,
+    check_event_data,
     dumps,
     event_object,
     objects,
@@ -66,6 +67,9 @@ class ChatObserver(Observer):
         if event.data == "[DONE]":
             self.finished = True
             return event.raw
+        relayed = self._unread(event)
+        if relayed is not None:
+            return relayed
         chunk = event_object(event)
         if chunk is None:
             return event.raw
@@ -91,6 +95,25 @@ class ChatObserver(Observer):
         if event.raw.count(_USAGE_NULL) == 1:
             return event.raw.replace(_USAGE_NULL, b"")
         return encode_event(_without_usage(chunk))
+
+    def _unread(self, event: SSEEvent) -> bytes | None:
+        """A chunk of a started stream relayed without parsing it (None: parse it). Once the
+        attempt has started and its tier is known, a chunk with no ``error`` and no usage
+        tells the engine nothing; only the last ones carry usage. A chunk that only might —
+        the word ``"usage"`` anywhere in it — is parsed."""
+        if not self.started or self._assembler is not None or self.tier_served is None:
+            return None
+        data = event.data
+        if '"error"' in data:
+            return None
+        mentions = data.count('"usage"')
+        if mentions == 0:
+            check_event_data(event)
+            return event.raw
+        if mentions == 1 and '"usage":null' in data and event.raw.count(_USAGE_NULL) == 1:
+            check_event_data(event)  # the null usage flexroute's stream_options put there
+            return event.raw if self._wants_usage else event.raw.replace(_USAGE_NULL, b"")
+        return None
 
     def assemble(self) -> bytes:
         assert self._assembler is not None, "observer was created without assemble=True"
