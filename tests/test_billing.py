@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -21,12 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flexroute.billing.gate import BillingGate
-from flexroute.billing.processors import ChargeResult
+from flexroute.billing.processors import ChargeResult, ManualProcessor
 from flexroute.billing.run import billing_run
 from flexroute.billing.state import card_updated, mark_failed
 from flexroute.engine import Call
 from flexroute.errors import PaymentError
-from flexroute.ledger import ACTIVE, PAST_DUE, Org, open_store, period_of
+from flexroute.ledger import ACTIVE, PAST_DUE, Invoice, Org, open_store, period_of
 from flexroute.money import from_pico
 from flexroute.proxy import create_app
 from flexroute.testing import serve_in_thread
@@ -50,6 +51,7 @@ class ScriptedProcessor:
     def __init__(self) -> None:
         self.failing: set[str] = set()
         self.keys: list[str] = []
+        self.took: dict[str, str] = {}  # invoice id -> the reference of the charge that paid it
 
     async def charge(
         self, org: Org, amount: Decimal, *, idempotency_key: str, invoice_id: str
@@ -57,7 +59,12 @@ class ScriptedProcessor:
         self.keys.append(idempotency_key)
         if org.org_id in self.failing:
             return ChargeResult("failed", reason="card_declined")
-        return ChargeResult("succeeded", reference=f"pi_{len(self.keys)}")
+        self.took[invoice_id] = f"pi_{len(self.keys)}"
+        return ChargeResult("succeeded", reference=self.took[invoice_id])
+
+    async def earlier_charge(self, org: Org, invoice: Invoice) -> ChargeResult | None:
+        took = self.took.get(invoice.invoice_id)
+        return None if took is None else ChargeResult("succeeded", reference=took)
 
 
 @dataclasses.dataclass
@@ -385,3 +392,78 @@ class TestBillingRunIsolation:
             ("globex", "charging", "the processor timed out"),
             ("initech", "paid", None),
         ]
+
+
+def age(ledger: Path, hours: float) -> None:
+    """Make every invoice look last touched ``hours`` ago (a run that died that long ago)."""
+    when = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)).isoformat()
+    with sqlite3.connect(ledger) as conn:
+        conn.execute("UPDATE invoices SET updated_at = ?", (when,))
+
+
+class LostAnswer(ScriptedProcessor):
+    """Takes the money on the first charge, then the answer is lost (outcome unknown)."""
+
+    async def charge(
+        self, org: Org, amount: Decimal, *, idempotency_key: str, invoice_id: str
+    ) -> ChargeResult:
+        await super().charge(org, amount, idempotency_key=idempotency_key, invoice_id=invoice_id)
+        if len(self.keys) == 1:
+            raise PaymentError("the connection to the processor broke off")
+        return ChargeResult("succeeded", reference=self.took[invoice_id])
+
+
+class TestAStaleInvoice:
+    def test_whose_charge_answer_was_lost_is_settled_from_the_processor_not_charged_again(
+        self, tmp_path: Path
+    ) -> None:
+        """A day later (the old key expired) the run asks the processor, finds the charge
+        that took the money, and pays the invoice with it: one charge in all."""
+        ledger = tmp_path / "ledger.sqlite3"
+
+        async def main() -> None:
+            store = open_store(f"sqlite:///{ledger}")
+            processor = LostAnswer()
+            try:
+                await store.record(dataclasses.replace(record("r", fee="25"), org_id="acme"))
+                at = dt.datetime.now(dt.UTC)
+                [lost] = await billing_run(store, processor, at=at, threshold=THRESHOLD)
+                assert lost.error is not None
+                assert lost.invoice is not None
+                assert lost.invoice.status == "charging"
+                age(ledger, hours=25)
+                [resumed] = await billing_run(store, processor, at=at, threshold=THRESHOLD)
+                assert resumed.invoice is not None
+                assert (resumed.invoice.status, resumed.invoice.attempts) == ("paid", 1)
+                assert resumed.invoice.reference == "pi_1"
+                assert len(processor.keys) == 1
+            finally:
+                await store.aclose()
+
+        anyio.run(main)
+
+    def test_with_the_manual_processor_is_opened_again_as_a_new_attempt(
+        self, tmp_path: Path
+    ) -> None:
+        """The manual processor took no money: the stale invoice is a new attempt, ``open``
+        for the operator under the new attempt's key."""
+        ledger = tmp_path / "ledger.sqlite3"
+
+        async def main() -> None:
+            store = open_store(f"sqlite:///{ledger}")
+            try:
+                await store.record(dataclasses.replace(record("r", fee="25"), org_id="acme"))
+                at = dt.datetime.now(dt.UTC)
+                period, end = period_of(at)
+                claimed = await store.claim_invoice("acme", period, end, THRESHOLD)
+                assert claimed is not None  # ... and the run died before it was charged
+                age(ledger, hours=25)
+                [outcome] = await billing_run(store, ManualProcessor(), at=at, threshold=THRESHOLD)
+                assert outcome.invoice is not None
+                assert (outcome.invoice.status, outcome.invoice.attempts) == ("open", 2)
+                assert outcome.invoice.reference == f"manual:flexroute-acme-{period}-2"
+                assert await billing_run(store, ManualProcessor(), at=at, threshold=THRESHOLD) == []
+            finally:
+                await store.aclose()
+
+        anyio.run(main)

@@ -121,11 +121,12 @@ class TestInvoices:
             org = await store.org("acme")
             assert (org.state, org.reason) == (PAST_DUE, "card_declined")
             assert org.amount_due == Decimal("23.4")
-            retry = await store.retry_invoice(invoice.invoice_id)
+            [failed] = await store.invoices("acme")
+            retry = await store.retry_invoice(failed)
             assert retry is not None
-            assert retry.attempts == 2
+            assert (retry.attempts, retry.reference) == (2, None)
             assert retry.idempotency_key != invoice.idempotency_key
-            assert await store.retry_invoice(invoice.invoice_id) is None  # one retrier only
+            assert await store.retry_invoice(failed) is None  # one retrier only
             await store.settle_invoice(invoice.invoice_id, "paid", None, "pi_2")
             org = await store.org("acme")
             assert (org.state, org.reason, org.unpaid_balance) == (ACTIVE, None, Decimal(0))

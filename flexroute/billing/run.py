@@ -8,8 +8,12 @@ under the threshold stay uncharged and carry over into the next month.
 
 One organisation's failure never stops the run for the others: a processor that cannot be
 asked (:class:`~flexroute.errors.PaymentError`, outcome unknown) leaves that invoice
-``charging`` — a later run asks again with the same idempotency key — and the run reports it
-as that organisation's ``error`` and goes on.
+``charging``, and the run reports it as that organisation's ``error`` and goes on. A later run
+takes an invoice left ``charging`` for ``STALE_AFTER`` (its run died mid-charge, or the
+processor could not be asked) and first asks the processor whether an earlier attempt took the
+money — its idempotency key may have expired by then (Stripe keeps keys about 24 hours), so
+asking again under it could charge twice; only if none did is it charged again, as a new
+attempt with a new key (compare and set: of concurrent runs one does).
 """
 
 from __future__ import annotations
@@ -84,7 +88,9 @@ async def billing_run(
         invoice: Invoice | None = None
         try:
             for invoice in await _stale(store, org_id):
-                outcomes.append(RunOutcome(org_id, await charge_invoice(store, processor, invoice)))
+                resumed = await resume_charge(store, processor, invoice, on_change)
+                if resumed is not None:
+                    outcomes.append(RunOutcome(org_id, resumed))
             invoice = await store.claim_invoice(org_id, period, end, threshold)
             if invoice is None:
                 continue
@@ -95,9 +101,27 @@ async def billing_run(
     return outcomes
 
 
+async def resume_charge(
+    store: Store,
+    processor: PaymentProcessor,
+    invoice: Invoice,
+    on_change: Callable[[str], None] | None = None,
+) -> Invoice | None:
+    """A stale ``charging`` invoice: settled by an earlier attempt that took the money, else
+    charged as a new attempt; None when another run took it meanwhile."""
+    earlier = await processor.earlier_charge(await store.org(invoice.org_id), invoice)
+    if earlier is not None:
+        status = _STATUS[earlier.status]
+        settled = await store.settle_invoice(invoice.invoice_id, status, None, earlier.reference)
+        if on_change is not None:
+            on_change(invoice.org_id)
+        return settled
+    claimed = await store.retry_invoice(invoice)
+    return None if claimed is None else await charge_invoice(store, processor, claimed, on_change)
+
+
 async def _stale(store: Store, org_id: str) -> list[Invoice]:
-    """Invoices left ``charging`` by a run that died mid-charge: asked again with the *same*
-    idempotency key, so the processor answers the first attempt rather than charging twice."""
+    """Invoices left ``charging`` by a run that died mid-charge or could not ask."""
     cutoff = dt.datetime.now(dt.UTC) - STALE_AFTER
     return [
         i for i in await store.invoices(org_id) if i.status == "charging" and i.updated_at < cutoff

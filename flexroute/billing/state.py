@@ -51,7 +51,7 @@ async def retry_failed(
     for invoice in await store.invoices(org_id):
         if invoice.status != "failed":
             continue
-        claimed = await store.retry_invoice(invoice.invoice_id)
+        claimed = await store.retry_invoice(invoice)
         if claimed is not None:
             settled.append(await charge_invoice(store, processor, claimed, on_change))
     return settled

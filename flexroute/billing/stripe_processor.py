@@ -2,10 +2,12 @@
 
 One Stripe customer per organisation (``metadata.org_id``); a card is a PaymentMethod attached
 to it and made its default; a charge is an off-session PaymentIntent confirmed at once, with the
-invoice's idempotency key (organisation, period, attempt). Stripe errors are translated here
-and nowhere else: a card error is a failed charge with Stripe's ``code`` as the reason; any
-other error is :class:`~flexroute.errors.PaymentError` (outcome unknown, retried with the same
-key). The SDK is synchronous: calls run on a worker thread.
+invoice's idempotency key (organisation, period, attempt); before a stale invoice is charged
+again, the customer's charges are searched for an earlier attempt that succeeded. Stripe errors
+are translated here and nowhere else: a card error is a failed charge with Stripe's ``code`` as
+the reason; any other error is :class:`~flexroute.errors.PaymentError` (outcome unknown; the
+invoice stays ``charging`` for a later run). The SDK is synchronous: calls run on a worker
+thread.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -20,7 +23,7 @@ import stripe
 
 from flexroute.billing.processors import ChargeResult, to_cents
 from flexroute.errors import ConfigError, PaymentError
-from flexroute.ledger import Org
+from flexroute.ledger import Invoice, Org
 
 _T = TypeVar("_T")
 
@@ -137,7 +140,12 @@ class StripeProcessor:
             "payment_method": method if isinstance(method, str) else method["id"],
             "off_session": True,
             "confirm": True,
-            "metadata": {"org_id": org.org_id, "invoice_id": invoice_id},
+            # the attempt's own key: a webhook for an older attempt is known as such
+            "metadata": {
+                "org_id": org.org_id,
+                "invoice_id": invoice_id,
+                "attempt_key": idempotency_key,
+            },
         }
         try:
             intent = await self._call(
@@ -152,6 +160,34 @@ class StripeProcessor:
         if intent.status in ("processing",):
             return ChargeResult("pending", reference=str(intent.id))
         return ChargeResult("failed", reason="authentication_required", reference=str(intent.id))
+
+    async def earlier_charge(self, org: Org, invoice: Invoice) -> ChargeResult | None:
+        """The customer's charges since the invoice was made (listing by customer is strongly
+        consistent, unlike search), each checked by its PaymentIntent's ``invoice_id``."""
+        if org.customer_ref is None:
+            return None
+        params: Any = {
+            "customer": org.customer_ref,
+            "created": {"gt": int(invoice.created_at.timestamp()) - 300},  # clocks differ
+            "limit": 100,
+        }
+        charges = await self._call(
+            lambda: list(self._client.v1.charges.list(params=params).auto_paging_iter())
+        )
+        for charge in charges:
+            intent_ref = charge.payment_intent
+            if charge.status not in ("succeeded", "pending") or not intent_ref:
+                continue
+            intent_id = intent_ref if isinstance(intent_ref, str) else intent_ref.id
+            intent = await self._call(partial(self._client.v1.payment_intents.retrieve, intent_id))
+            metadata: dict[str, Any] = intent.to_dict().get("metadata") or {}
+            if metadata.get("invoice_id") != invoice.invoice_id:
+                continue
+            if intent.status == "succeeded":
+                return ChargeResult("succeeded", reference=str(intent.id))
+            if intent.status == "processing":
+                return ChargeResult("pending", reference=str(intent.id))
+        return None
 
     def parse_event(self, payload: bytes, signature: str | None) -> dict[str, Any]:
         """The webhook event, after checking its ``Stripe-Signature``; ConfigError when no

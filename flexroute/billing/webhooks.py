@@ -1,7 +1,11 @@
 """Stripe webhook events: card changes and payment results (signature checked first).
 
 * ``payment_intent.succeeded`` / ``payment_intent.payment_failed`` settle the invoice named in
-  the intent's metadata (a replayed event changes nothing once the invoice is settled);
+  the intent's metadata (a replayed event changes nothing once the invoice is paid). Events
+  come in any order: a failure counts only for the invoice's current attempt (the intent's
+  ``attempt_key`` is that attempt's idempotency key; without one, the intent must be the
+  invoice's reference, which a new attempt clears), so a late failure of an older attempt never
+  undoes a newer one; a success always counts, since that money was taken for the invoice;
 * ``payment_method.attached`` and ``customer.updated`` with a default payment method mean a
   card was added or updated: the due charges are retried at once.
 """
@@ -13,7 +17,7 @@ from typing import Any
 
 from flexroute.billing.state import card_updated
 from flexroute.billing.stripe_processor import StripeProcessor
-from flexroute.ledger import Store
+from flexroute.ledger import Invoice, Store
 
 
 async def handle_event(
@@ -36,6 +40,8 @@ async def handle_event(
         invoice = invoices.get(str(invoice_id))
         if invoice is None or invoice.status == "paid":
             return "ignored: settled already"
+        if kind == "payment_intent.payment_failed" and not _current(obj, invoice):
+            return "ignored: the failure of an earlier attempt"
         if kind == "payment_intent.succeeded":
             await store.settle_invoice(invoice.invoice_id, "paid", None, obj.get("id"))
         else:
@@ -59,3 +65,11 @@ async def handle_event(
         await card_updated(store, processor, org_id, str(customer), on_change)
         return f"card updated for {org_id}"
     return f"ignored: {kind}"
+
+
+def _current(intent: dict[str, Any], invoice: Invoice) -> bool:
+    """Whether the PaymentIntent is the invoice's current attempt."""
+    key = (intent.get("metadata") or {}).get("attempt_key")
+    if key is not None:
+        return bool(key == invoice.idempotency_key)
+    return intent.get("id") is not None and intent.get("id") == invoice.reference

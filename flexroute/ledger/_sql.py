@@ -59,9 +59,9 @@ ASSIGN_FEES = (
 )
 INVOICE_FEES_SUM = "SELECT COALESCE(SUM(fee_pico), 0) FROM requests WHERE invoice_id = ?"
 SET_INVOICE_AMOUNT = "UPDATE invoices SET amount_pico = ?, credit_pico = ? WHERE invoice_id = ?"
-RETRY_INVOICE = (
+RETRY_INVOICE = (  # a new attempt has no reference yet: a webhook for an older one is old
     "UPDATE invoices SET status = 'charging', attempts = attempts + 1, reason = NULL, "
-    "updated_at = ? WHERE invoice_id = ? AND status = 'failed'"
+    "reference = NULL, updated_at = ? WHERE invoice_id = ? AND status = ? AND attempts = ?"
 )
 SETTLE_INVOICE = (
     "UPDATE invoices SET status = ?, reason = ?, reference = COALESCE(?, reference), "

@@ -109,10 +109,11 @@ class BelowThreshold(Exception):  # noqa: N818 -- a signal to roll back, not an 
     pass
 
 
-def retry_invoice(db: sqlite3.Connection, invoice_id: str) -> Invoice | None:
-    if db.execute(q.RETRY_INVOICE, (_now(), invoice_id)).rowcount != 1:
+def retry_invoice(db: sqlite3.Connection, seen: Invoice) -> Invoice | None:
+    args = (_now(), seen.invoice_id, seen.status, seen.attempts)
+    if db.execute(q.RETRY_INVOICE, args).rowcount != 1:
         return None
-    return invoice_from_row(db.execute(q.INVOICE_BY_ID, (invoice_id,)).fetchone())
+    return invoice_from_row(db.execute(q.INVOICE_BY_ID, (seen.invoice_id,)).fetchone())
 
 
 def settle_invoice(

@@ -226,9 +226,10 @@ class Store(Protocol):
         uncharged fee received before ``period_end`` to a new ``charging`` invoice; keep it
         only if it reaches ``threshold``. None when nothing was claimed."""
 
-    async def retry_invoice(self, invoice_id: str) -> Invoice | None:
-        """Move a ``failed`` invoice back to ``charging`` with one more attempt (compare and
-        set: of concurrent callers exactly one gets it); None if it was not failed."""
+    async def retry_invoice(self, seen: Invoice) -> Invoice | None:
+        """Start one more attempt (a new idempotency key, no reference yet) at an invoice that
+        is still as ``seen`` — ``failed``, or ``charging`` left stale — compare and set on its
+        status and attempts, so of concurrent callers exactly one gets it; None otherwise."""
 
     async def settle_invoice(
         self, invoice_id: str, status: str, reason: str | None, reference: str | None

@@ -162,12 +162,13 @@ class PostgresStore:
         except BelowThreshold:
             return None
 
-    async def retry_invoice(self, invoice_id: str) -> Invoice | None:
+    async def retry_invoice(self, seen: Invoice) -> Invoice | None:
         async with self._conn() as conn, conn.transaction():
-            cur = await conn.execute(q.pg(q.RETRY_INVOICE), (_now(), invoice_id))
+            args = (_now(), seen.invoice_id, seen.status, seen.attempts)
+            cur = await conn.execute(q.pg(q.RETRY_INVOICE), args)
             if cur.rowcount != 1:
                 return None
-            return await self._invoice(conn, invoice_id)
+            return await self._invoice(conn, seen.invoice_id)
 
     async def settle_invoice(
         self, invoice_id: str, status: str, reason: str | None, reference: str | None

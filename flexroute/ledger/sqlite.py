@@ -177,8 +177,8 @@ class SQLiteStore:
     ) -> Invoice | None:
         return await self._write(billing.claim_invoice, org_id, period, period_end, threshold)
 
-    async def retry_invoice(self, invoice_id: str) -> Invoice | None:
-        return await self._write(billing.retry_invoice, invoice_id)
+    async def retry_invoice(self, seen: Invoice) -> Invoice | None:
+        return await self._write(billing.retry_invoice, seen)
 
     async def settle_invoice(
         self, invoice_id: str, status: str, reason: str | None, reference: str | None
