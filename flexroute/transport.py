@@ -22,7 +22,6 @@ An SDK retry (``x-stainless-retry-count`` above 0) skips flex: the first try spe
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 import urllib.request
@@ -39,6 +38,7 @@ from flexroute.config import Settings
 from flexroute.engine import Call, Engine, Reply, new_request_id
 from flexroute.errors import RequestRejected, UpstreamError
 from flexroute.ledger import LedgerRecord
+from flexroute.loop_thread import LoopThread
 from flexroute.providers import Provider, api_root
 from flexroute.runtime import Runtime, build_runtime
 from flexroute.upstream import AiohttpUpstream, Bounds, Httpx2Upstream, Upstream
@@ -56,8 +56,6 @@ log = logging.getLogger("flexroute.sdk")
 
 # Called with a call's ledger record once it is written.
 Listener = Callable[[LedgerRecord], None]
-# uvloop (with uvicorn[standard]) cuts the sync client's thread hop: ~0.25 ms a call.
-_HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 
 def upstream_settings(
@@ -307,7 +305,7 @@ class FlexTransport(httpx2.BaseTransport):
     def __init__(self, options: FlexOptions) -> None:
         self._core = _Core(options)
         self._lock = threading.Lock()
-        self._loop: _LoopThread | None = None
+        self._loop: LoopThread | None = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._runtime: Runtime | None = None
         self._streams: set[_SyncReplyStream] = set()
@@ -318,7 +316,7 @@ class FlexTransport(httpx2.BaseTransport):
             if self._closed:
                 raise RuntimeError("this flexroute transport is closed")
             if self._portal is None:
-                self._loop = _LoopThread()
+                self._loop = LoopThread(self._shut)
                 self._portal = self._loop.portal
             return self._portal
 
@@ -344,60 +342,27 @@ class FlexTransport(httpx2.BaseTransport):
         return httpx2.Response(reply.status, headers=reply.headers, stream=stream)
 
     def close(self) -> None:
+        self._shut(None)
+
+    def _shut(self, wait: float | None) -> None:
+        """What ``close()`` does; at interpreter exit (``wait`` set) each step is bounded and
+        calls still in flight are cancelled (see :mod:`flexroute.loop_thread`)."""
         with self._lock:
             self._closed = True
-            loop, portal = self._loop, self._portal
-            self._loop = self._portal = None
-        if loop is None or portal is None:
+            loop, self._loop, self._portal = self._loop, None, None
+        if loop is None or not loop.usable:
             return
         try:
-            for stream in list(self._streams):
-                stream.close()
+            if wait is None:
+                for stream in list(self._streams):
+                    stream.close()
             runtime, self._runtime = self._runtime, None
             if runtime is not None:
-                portal.call(runtime.aclose)
+                loop.run(runtime.aclose, wait)
+        except TimeoutError:
+            pass  # exiting: what did not close in time, the process's end closes
         finally:
-            loop.stop()
-
-
-class _LoopThread:
-    """The sync transport's event loop, on a *daemon* thread: a script that never calls
-    ``close()`` still exits (anyio's own portal runs in a pool thread that the interpreter
-    joins at exit, so it would hang there). ``stop()`` ends the loop and joins the thread."""
-
-    def __init__(self) -> None:
-        self._ready = threading.Event()
-        self._failure: BaseException | None = None
-        self._portal: anyio.from_thread.BlockingPortal | None = None
-        self._thread = threading.Thread(target=self._run, name="flexroute-sdk", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._failure is not None:
-            raise self._failure
-
-    @property
-    def portal(self) -> anyio.from_thread.BlockingPortal:
-        assert self._portal is not None
-        return self._portal
-
-    def _run(self) -> None:
-        async def main() -> None:
-            async with anyio.from_thread.BlockingPortal() as portal:
-                self._portal = portal
-                self._ready.set()
-                await portal.sleep_until_stopped()
-
-        try:
-            anyio.run(main, backend_options={"use_uvloop": _HAS_UVLOOP})
-        except BaseException as error:  # reported to the thread that started the loop
-            self._failure = error
-        finally:
-            self._ready.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._thread.is_alive():
-            self.portal.call(self.portal.stop)
-            self._thread.join(timeout)
+            loop.stop(cancel=wait is not None, timeout=wait or 10.0)
 
 
 class _SyncReplyStream(httpx2.SyncByteStream):

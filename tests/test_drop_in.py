@@ -5,7 +5,10 @@ the proxy and the wrapper exactly as it would go to the provider (issue 10, item
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -417,30 +420,85 @@ class TestOneEngine:
             client.close()
 
 
-class TestExit:
-    def test_a_script_that_never_closes_its_wrapped_client_exits(
-        self, tmp_path: Path, emulator: Any
-    ) -> None:
-        """The sync wrapper's loop thread never keeps the interpreter alive."""
-        import subprocess
-        import sys
+# A script per SDK: its sync client wrapped, one call, and never close().
+EXIT_SCRIPTS = {
+    "openai": (
+        "bare = openai.OpenAI(api_key='sk-1', base_url=BASE + '/v1')\n"
+        "client = flexroute.wrap(bare, start_within=BUDGET, settings=settings)\n"
+        "reply = client.chat.completions.create(model='gpt-5-mini', extra_headers=HEADERS,\n"
+        "    messages=[{'role': 'user', 'content': 'hi'}])\n"
+        "print(reply.choices[0].message.content is not None)\n"
+    ),
+    "anthropic": (
+        "bare = anthropic.Anthropic(api_key='sk-ant-1', base_url=BASE)\n"
+        "client = flexroute.wrap(bare, settings=settings)\n"
+        "reply = client.messages.create(model='claude-sonnet-4-5', max_tokens=32,\n"
+        "    extra_headers=HEADERS, messages=[{'role': 'user', 'content': 'hi'}])\n"
+        "print(bool(reply.content))\n"
+    ),
+    "google-genai": (
+        "options = types.HttpOptions(base_url=BASE, api_version='v1beta', headers=HEADERS)\n"
+        "bare = genai.Client(api_key='g-1', http_options=options)\n"
+        "client = flexroute.wrap(bare, start_within=BUDGET, settings=settings)\n"
+        "reply = client.models.generate_content(model='gemini-2.5-flash', contents='hi')\n"
+        "print(reply.text is not None)\n"
+    ),
+}
 
-        script = tmp_path / "script.py"
-        script.write_text(
-            "import openai, flexroute\n"
-            "from flexroute import Settings\n"
-            f"settings = Settings(database_url='sqlite:///{tmp_path / 'l.sqlite3'}')\n"
-            f"bare = openai.OpenAI(api_key='sk-1', base_url='{emulator.base_url}/v1')\n"
-            "client = flexroute.wrap(bare, start_within='5s', settings=settings)\n"
-            "reply = client.chat.completions.create(model='gpt-5-mini',\n"
-            "    messages=[{'role': 'user', 'content': 'hi'}])\n"
-            "print(reply.choices[0].message.content is not None)\n"
-        )
+
+def exit_script(tmp_path: Path, sdk: str, base: str, headers: dict[str, str], budget: str) -> Path:
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys, openai, anthropic, flexroute\n"
+        "from google import genai\n"
+        "from google.genai import types\n"
+        "from flexroute import Settings\n"
+        f"settings = Settings(database_url='sqlite:///{tmp_path / 'l.sqlite3'}')\n"
+        f"BASE, HEADERS, BUDGET = {base!r}, {headers!r}, {budget!r}\n"
+        "print('asking', flush=True)\n" + EXIT_SCRIPTS[sdk]
+    )
+    return script
+
+
+class TestExit:
+    @pytest.mark.parametrize("sdk", sorted(EXIT_SCRIPTS))
+    def test_a_script_that_never_closes_its_wrapped_client_exits(
+        self, tmp_path: Path, emulator: Any, sdk: str
+    ) -> None:
+        """The sync wrapper's loop thread never keeps the interpreter alive, for each SDK
+        (google-genai's client closes itself in ``__del__`` at exit: that hung), and its
+        provider connections are closed on the way out (no aiohttp "Unclosed" warnings)."""
+        script = exit_script(tmp_path, sdk, emulator.base_url, {}, "5s")
         done = subprocess.run(
             [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
         )
         assert done.returncode == 0, done.stderr
-        assert done.stdout.strip() == "True"
+        assert done.stdout.split() == ["asking", "True"]
+        assert "Unclosed" not in done.stderr, done.stderr
+
+    @pytest.mark.parametrize("sdk", sorted(EXIT_SCRIPTS))
+    def test_one_ctrl_c_stops_a_script_waiting_on_a_wrapped_call(
+        self, tmp_path: Path, emulator: Any, sdk: str
+    ) -> None:
+        """SIGINT while a wrapped call waits on the provider ends the script at once, with the
+        usual KeyboardInterrupt."""
+        headers = {"x-emulator": "flex_queue=120;standard_queue=120"}
+        script = exit_script(tmp_path, sdk, emulator.base_url, headers, "10m")
+        proc = subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == b"asking"
+            time.sleep(2.0)  # the call is now waiting on the provider
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode != 0
+        assert b"KeyboardInterrupt" in err, err[-2000:]
 
 
 def slow(seen: Seen) -> Answer:
