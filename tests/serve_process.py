@@ -46,6 +46,14 @@ class Served:
                 count += 1
         return count
 
+    def gauge(self, name: str) -> float:
+        """A ``flexroute_<name>`` gauge from ``GET /metrics``."""
+        with urllib.request.urlopen(f"{self.base}/metrics", timeout=10) as response:  # noqa: S310
+            for line in response.read().decode().splitlines():
+                if line.startswith(f"flexroute_{name} "):
+                    return float(line.split()[1])
+        raise AssertionError(f"no flexroute_{name} in /metrics")
+
     def healthy(self, path: str = "health") -> bool:
         try:
             url = f"{self.base}/flexroute/v1/{path}"

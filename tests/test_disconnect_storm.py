@@ -1,15 +1,16 @@
 """Issue 11, "How we will know": a disconnect storm leaves one true record per request.
 
 Two storms of 1,000 raw-socket clients hit ``flexroute serve``, each all at once —
-passthrough and flex, streaming and not. A third read their whole answer; a third leave before the response headers (the provider
-is still silent then); the streaming third leave after the headers and the first event (the
-provider stalls after it), the non-streaming ones of that third leave before the headers too.
-Each request carries a marker the fault upstream reads, so the test knows which provider call
-was whose. Afterwards: every request the provider saw has exactly one ledger record, whose
-status is what its client really got (``ok`` for a whole answer, ``client_closed`` for a
-client that left); flexroute never had more provider connections open than its per-host cap;
-its file descriptors and provider connections are back to where they started, the second
-storm leaves its memory where the first did; health and readiness still answer 200.
+passthrough and flex, streaming and not. A third read their whole answer; a third leave
+before the response headers (the provider is still silent then); the streaming third leave
+after the headers and the first event (the provider stalls after it), the non-streaming ones
+of that third leave before the headers too. Each request carries a marker the fault upstream
+reads, so the test knows which provider call was whose. Afterwards: every request the
+provider saw has exactly one ledger record, whose status is what its client really got
+(``ok`` for a whole answer, ``client_closed`` for a client that left); flexroute never had
+more provider connections open than its per-host cap; its file descriptors, event-loop tasks
+and provider connections are back to where they started, the second storm leaves its memory
+where the first did; health and readiness still answer 200.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ class TestDisconnectStorm:
             serve(upstream.url, ledger, upstream_connections_per_host=str(CAP)) as served,
         ):
             upstream_port = int(upstream.url.rsplit(":", 1)[1])
-            fds = served.open_fds()
+            fds, tasks = served.open_fds(), served.gauge("event_loop_tasks")
             stop, peak = threading.Event(), [0]
             watcher = threading.Thread(
                 target=watch_connections, args=(served, upstream_port, stop, peak)
@@ -183,6 +184,7 @@ class TestDisconnectStorm:
             assert served.healthy()
             assert served.healthy("ready")
             assert served.open_fds() <= fds + 5, (fds, served.open_fds())
+            assert served.gauge("event_loop_tasks") <= tasks + 2, tasks
             seen = list(upstream.seen)
         assert after[1] - after[0] < LEAK, f"RSS {after[0] // MIB} -> {after[1] // MIB} MiB"
         assert 1 <= peak[0] <= CAP, peak

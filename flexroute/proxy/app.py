@@ -253,10 +253,12 @@ class ProxyApp:
             )
             await send_reply(send, self._reject(OPENAI, error, "-"))
             return
-        gauges = {}
+        # this process's (with workers, the scraped worker's): a leak of requests shows here
+        tasks = len(asyncio.all_tasks())
+        gauges = {"event_loop_tasks": ("Tasks on this process's event loop.", tasks)}
         if self.writer is not None:
             stats = self.writer.statistics()
-            gauges = {
+            gauges |= {
                 "ledger_spool_depth": ("Records waiting in the ledger spool.", stats["depth"]),
                 "ledger_records_lost": ("Records neither the store nor the spool took.",
                                         stats["lost"]),
