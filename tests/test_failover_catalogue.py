@@ -295,6 +295,10 @@ def stand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stand]:
                     "upstream_headers_timeout": HEADERS_BOUND,
                     "upstream_idle_timeout": IDLE_BOUND,
                     "upstream_total_timeout": TOTAL_BOUND,
+                    # each case is one fault on one route: none may learn from the faults
+                    # before it (adaptive mode would skip flex after them; that behaviour is
+                    # tests/test_adaptive_flex.py's)
+                    "flex_mode": "always",
                 }
             )
 
