@@ -7,6 +7,7 @@ arrived within the bound gets a 408 and is closed; a prompt client is not affect
 
 from __future__ import annotations
 
+import asyncio
 import json
 import selectors
 import socket
@@ -16,10 +17,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import pytest
 import uvicorn
 
 from flexroute.asgi import Receive, Scope, Send
-from flexroute.proxy.slow_clients import BoundedConfig, BoundedH11
+from flexroute.proxy.slow_clients import PROTOCOL, BoundedConfig, BoundedH11
 from tests.fault_upstream import fault_upstream
 from tests.serve_process import serve
 
@@ -141,11 +143,11 @@ async def _echo(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 @contextmanager
-def h11_server() -> Iterator[int]:
+def bounded_server(protocol: type[asyncio.Protocol] = BoundedH11) -> Iterator[int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = BoundedConfig(
-        _echo, client_header_timeout=BOUND, http=BoundedH11, log_level="warning", lifespan="off"
+        _echo, client_header_timeout=BOUND, http=protocol, log_level="warning", lifespan="off"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -163,7 +165,7 @@ def h11_server() -> Iterator[int]:
 class TestTheH11ProtocolIsBoundedToo:
     def test_silent_and_half_sent_heads_are_closed(self) -> None:
         """With uvicorn's h11 protocol (no httptools) a slowloris is closed at the bound too."""
-        with h11_server() as port:
+        with bounded_server() as port:
             sockets = [connect(port, b"" if i % 2 else PARTIAL_HEAD) for i in range(50)]
             took, got = closed_within(sockets, BOUND + SLACK)
             assert took >= BOUND * 0.9
@@ -171,8 +173,42 @@ class TestTheH11ProtocolIsBoundedToo:
 
     def test_a_whole_request_is_answered(self) -> None:
         """A request sent at once is served, its connection kept for the next one."""
-        with h11_server() as port, connect(port, b"") as sock:
+        with bounded_server() as port, connect(port, b"") as sock:
             for _ in range(2):
                 sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
                 assert read_answer(sock).startswith(b"HTTP/1.1 200 ")
                 time.sleep(BOUND * 1.25)
+
+
+class TestAHugeHead:
+    def test_a_head_that_never_ends_is_cut_off_before_it_is_read(self) -> None:
+        """Header lines sent as fast as the socket takes them: the server stops reading after
+        ``MAX_HEAD_BYTES`` and closes (with a 431 where the client still reads it), instead of
+        holding them all (uvicorn's httptools took 187 MiB)."""
+        with bounded_server(PROTOCOL) as port, connect(port, PARTIAL_HEAD) as sock:
+            line = b"x-big: " + b"a" * 1000 + b"\r\n"
+            sent, began = 0, time.monotonic()
+            try:
+                while sent < 64 * 1024 * 1024:
+                    sock.sendall(line * 64)
+                    sent += len(line) * 64
+            except OSError:
+                pass  # closed by the server: what the test wants
+            assert sent < 8 * 1024 * 1024, f"the server took {sent} bytes of head"
+            assert time.monotonic() - began < SLACK
+            try:
+                answer = sock.recv(65536)
+            except ConnectionResetError:
+                answer = b""  # the unread head turned the close into a reset
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+
+    @pytest.mark.parametrize("protocol", [PROTOCOL, BoundedH11], ids=["default", "h11"])
+    def test_a_big_body_sent_with_its_head_is_not_taken_for_head(
+        self, protocol: type[asyncio.Protocol]
+    ) -> None:
+        """A small head and a 1 MiB body in one write is a request like any other."""
+        with bounded_server(protocol) as port:
+            body = b"x" * (1024 * 1024)
+            head = f"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n"
+            with connect(port, head.encode() + body) as sock:
+                assert read_answer(sock).startswith(b"HTTP/1.1 200 ")
