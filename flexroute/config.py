@@ -98,15 +98,16 @@ class Settings(BaseSettings):
     billing_gate_ttl: float = Field(default=0.05, gt=0)
     # Adaptive flex (issue 13; flexroute.routing.adaptive): the default mode for requests
     # without x-flex-mode, the P(start within the budget) below which flex is skipped, the
-    # availability model's half-life and the observations it needs, the probe budget while
-    # flex is predicted down, and how far past the start tail a budget is kept.
+    # availability model's half-life, memory (observations) and the observations it needs
+    # before it predicts, the probe budget while
+    # flex is predicted down.
     flex_mode: Literal["adaptive", "always"] = "adaptive"
     flex_threshold: float = Field(default=0.2, ge=0, le=1)
-    flex_half_life: float = Field(default=10.0, gt=0)
-    flex_min_observations: float = Field(default=3.0, gt=0)
+    flex_half_life: float = Field(default=30.0, gt=0)
+    flex_memory: float = Field(default=12.0, gt=1)
+    flex_min_observations: float = Field(default=2.0, gt=0)
     flex_probe_interval: float = Field(default=1.0, ge=0)
-    flex_probe_every: int = Field(default=20, ge=1)
-    flex_tail_margin: float = Field(default=2.0, ge=1)
+    flex_probe_every: int = Field(default=3, ge=1)
 
     # Provider keys held by the server (sidecar mode). Read without the prefix, as the
     # providers' own SDKs do.

@@ -9,7 +9,12 @@ and passthrough routes.
 ``--weather`` adds a few seconds of flex *weather*: the emulator's flex capacity follows its
 seeded Markov process (:mod:`flexroute.emulator.weather`) through calm, an outage and the
 recovery, sped up, while one flex request goes out every ``WEATHER_EVERY`` seconds; a
-timeline shows what each met and how flexroute routed it.
+timeline shows what each met, how adaptive flex routed it and the probability of a flex start
+it predicted (``p``): flex in calm, a few fallbacks as the outage begins, then straight to
+standard (``flex-predicted-unavailable``, no wait) while probes watch, and flex again once a
+probe sees it start. The segment is short (one request every 0.4 s), so its proxy follows the
+last 4 attempts rather than 12 and probes every other predicted-down request rather than one
+in three (``WEATHER_SETTINGS``).
 """
 
 from __future__ import annotations
@@ -124,6 +129,7 @@ _MONEY = ("standard_cost_usd", "cost_usd", "saving_usd", "fee_usd")
 # 5.7 s to 14.8 s, recovering until 16.9 s, calm again; shown from 3 s at 3x speed.
 WEATHER_SEED, WEATHER_START, WEATHER_SPEED = 1, 3.0, 3.0
 WEATHER_EVERY, WEATHER_REQUESTS = 0.4, 20
+WEATHER_SETTINGS = {"flex_memory": 4.0, "flex_probe_every": 2, "flex_probe_interval": 0.5}
 
 
 WHAT_NEXT = """
@@ -174,6 +180,8 @@ def _run(database_url: str, where: str, weather: bool) -> int:
     with serve_in_thread(app) as emulator_url:
         update: dict[str, Any] = {f"{p.name}_base_url": emulator_url for p in PROVIDERS}
         update.update(database_url=database_url, spool_path=None)
+        if weather:
+            update.update(WEATHER_SETTINGS)
         settings = base.model_copy(update=update)
         with serve_in_thread(create_app(settings)) as proxy_url:
             key = "demo-key-not-a-real-key"
@@ -240,16 +248,19 @@ def _weather(clients: Clients, proxy_url: str, app: Emulator) -> str:
     table = []
     for at, state, outcome in sorted(found, key=lambda row: row[0]):
         if isinstance(outcome, Exception):
-            table.append([f"{at:.1f}", state, f"failed: {outcome}"[:60], "", "", "", ""])
+            table.append([f"{at:.1f}", state, f"failed: {outcome}"[:60], "", "", "", "", ""])
             continue
         r = _fetch(proxy_url, outcome)
-        table.append([f"{at:.1f}", state, r["route"], r["reason"] or "", r["tier_served"] or "",
-                      str(r["flex_wait_ms"] or ""), r["saving_usd"]])  # fmt: skip
-    headers = ["weather s", "flex weather", "route", "reason", "tier", "wait ms", "saving $"]
+        p = "?" if r.get("flex_probability") is None else f"{r['flex_probability']:.2f}"
+        wait = str(r["flex_wait_ms"] or "0")
+        table.append([f"{at:.1f}", state, r["route"], r["reason"] or "", p,
+                      r["tier_served"] or "", wait, r["saving_usd"]])  # fmt: skip
+    headers = ["weather s", "flex weather", "route", "reason", "p", "tier", "wait ms", "saving $"]
     return (
         f"\nFlex weather (seed {WEATHER_SEED}, outage climate, {WEATHER_SPEED:g}x speed): one "
-        f"gpt-5-mini request, start_within 1s, every {WEATHER_EVERY:g} s\n"
-        + render_table(headers, table, align="lllllrr")
+        f"gpt-5-mini request, start_within 1s, every {WEATHER_EVERY:g} s; p: the predicted "
+        "chance of a flex start in time (?: too little seen yet)\n"
+        + render_table(headers, table, align="llllrlrr")
     )
 
 

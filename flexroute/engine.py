@@ -178,7 +178,8 @@ class Engine:
         if self.advisor is not None and ctx.model is not None:
             key = (ctx.dialect.provider, ctx.model)
             plan = self.advisor.plan(key, deadline - self.clock(), ctx.flex_mode)
-            ctx.flex_p, ctx.reason, watch = plan.p, plan.reason, self.advisor.watch(key)
+            ctx.flex_p, ctx.reason = plan.p, plan.reason
+            watch = self.advisor.watch(key, probe=plan.probe)
             if plan.skip:  # predicted unavailable: straight to standard, nothing waited
                 ctx.route, ctx.flex_wait = Route.FALLBACK, self.clock() - ctx.call.received_at
                 return await self._single(ctx, standard_body, "standard")

@@ -111,6 +111,28 @@ class TestSkipping:
         assert record["flex_probability"] == 1.0
 
 
+class TestShortening:
+    def test_a_budget_is_cut_where_the_starts_end(self, adaptive: Proxy, emulator: Any) -> None:
+        """Flex started within ~50 ms for 22 requests and two others waited out 2 s: the next
+        request waits only as long as the starts took, reason flex-budget-shortened."""
+        client = adaptive.client()
+        budget = {"start_within": "2s"}
+        for _ in range(22):
+            assert (
+                chat(client, "flex_queue=0.01", extra_body=budget).headers["x-flexroute-route"]
+                == "flex"
+            )
+        for _ in range(2):
+            chat(client, "flex_queue=5", extra_body=budget)
+        raw = chat(client, "flex_queue=5", extra_body=budget)
+        assert raw.headers["x-flexroute-route"] == "fallback"
+        assert raw.headers["x-flexroute-reason"] == "flex-budget-shortened"
+        assert int(raw.headers["x-flexroute-flex-wait-ms"]) < 1000
+        record = adaptive.record(raw.headers["x-flexroute-request-id"])
+        assert 0.2 <= record["flex_probability"] < 1.0
+        assert flex_tries(emulator, raw.headers["x-flexroute-request-id"]) == 1
+
+
 class TestProbing:
     def test_a_probe_sees_flex_recover(self, tmp_path: Path, emulator: Any) -> None:
         """While flex is predicted down a probe still tries it, and its start ends the skipping."""

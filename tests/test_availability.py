@@ -28,7 +28,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def model(clock: Clock) -> Availability:
-    return Availability(half_life=10.0, min_observations=3.0, clock=clock)
+    """A model whose weights fade with time only (a memory too long to matter)."""
+    return Availability(half_life=10.0, memory=1e9, min_observations=3.0, clock=clock)
 
 
 class TestEstimate:
@@ -77,6 +78,30 @@ class TestEstimate:
         assert estimate.observations == pytest.approx(6.0)
         assert estimate.p == pytest.approx(4 / 6)
 
+    def test_each_observation_discounts_the_older_ones(self, clock: Clock) -> None:
+        """With a memory of 4, four refusals after many starts already pull P below 1/2."""
+        model = Availability(half_life=1e9, memory=4.0, clock=clock)
+        for _ in range(50):
+            model.started(KEY, 0.1)
+        for _ in range(4):
+            model.refused(KEY, None)
+        estimate = model.estimate(KEY, 1.0)
+        assert estimate.observations == pytest.approx(4.0, abs=0.01)
+        assert estimate.p == pytest.approx(0.75**4, abs=0.01)
+
+    def test_a_probe_that_starts_forgets_the_outage(self, model: Availability) -> None:
+        """recovered() drops the refusals and cuts, keeps the starts."""
+        model.started(KEY, 0.1)
+        for _ in range(5):
+            model.refused(KEY, 3.0)
+            model.cut(KEY, 2.0)
+        model.recovered(KEY)
+        model.started(KEY, 0.1)
+        model.started(KEY, 0.1)
+        estimate = model.estimate(KEY, 1.0)
+        assert estimate.p == pytest.approx(1.0)
+        assert not estimate.refusing(model.clock())
+
     def test_retry_after_marks_flex_refusing_until_then(
         self, model: Availability, clock: Clock
     ) -> None:
@@ -86,15 +111,21 @@ class TestEstimate:
         clock.now += 3.0
         assert not model.estimate(KEY, 1.0).refusing(clock.now)
 
-    def test_the_tail_is_where_the_starts_end(self, model: Availability) -> None:
-        """The tail is the bucket edge by which 98% of the starts had happened."""
+    def test_the_tail_is_where_the_starts_end(self, clock: Clock) -> None:
+        """The tail is the bucket edge by which 98% of the starts had happened, read from
+        start times that refusals do not discount."""
+        model = Availability(memory=2.0, clock=clock)
         for _ in range(60):
             model.started(KEY, 0.08)
-        assert model.estimate(KEY, 2.0).tail == 0.1
+        for _ in range(20):
+            model.refused(KEY, None)
+        estimate = model.estimate(KEY, 2.0)
+        assert estimate.tail == 0.1
+        assert estimate.starts == pytest.approx(60.0, abs=0.5)
 
     def test_peers_are_merged_on_read(self, model: Availability, clock: Clock) -> None:
         """Another process's summary adds its observations, decayed to the same moment."""
-        peer = Availability(half_life=10.0, clock=lambda: clock.now - 10.0)
+        peer = Availability(half_life=10.0, memory=1e9, clock=lambda: clock.now - 10.0)
         for _ in range(4):
             peer.refused(KEY, None)
         shared = {key: [Summary.from_json(s.to_json())] for key, s in peer.own().items()}
@@ -147,14 +178,25 @@ class TestPlan:
         assert not chosen.skip
         assert chosen.budget == 2.0
 
-    def test_a_short_tail_shortens_the_budget(self, model: Availability) -> None:
-        """Starts that all come within 0.1 s cut a 4 s budget to the tail × margin."""
-        for _ in range(20):
+    def test_no_hope_left_shortens_the_budget(self, model: Availability) -> None:
+        """Starts within 0.1 s and cuts at 4 s: an attempt not started by 0.1 s will not start
+        by 4 s either, so the budget is cut to 0.1 s."""
+        for _ in range(8):
             model.started(KEY, 0.08)
-        policy = Policy(margin=2.0, min_starts=10)
+        for _ in range(2):
+            model.cut(KEY, 4.0)
+        policy = Policy(threshold=0.2, hope=0.2, min_starts=3)
         chosen = plan(model.estimate(KEY, 4.0), 4.0, FlexMode.ADAPTIVE, policy, probe=False)
-        assert chosen.budget == pytest.approx(0.2)
+        assert chosen.budget == pytest.approx(0.1)
         assert str(chosen.reason) == "flex-budget-shortened"
+        assert chosen.p == pytest.approx(0.8)
+
+    def test_late_starts_keep_the_whole_budget(self, model: Availability) -> None:
+        """Starts spread over the budget leave hope until its end: no shortening."""
+        for after in (0.1, 0.5, 1.0, 1.5, 1.9):
+            model.started(KEY, after)
+        chosen = plan(model.estimate(KEY, 2.0), 2.0, FlexMode.ADAPTIVE, Policy(), probe=False)
+        assert (chosen.budget, chosen.reason) == (2.0, None)
 
     def test_never_more_than_the_remaining_budget(self, model: Availability) -> None:
         """A tail beyond the remaining budget leaves the budget as it is."""
@@ -167,7 +209,7 @@ class TestPlan:
 class TestProbes:
     def test_at_most_one_in_every_and_one_per_interval(self, clock: Clock) -> None:
         """Probes come at most once per interval and once in `every` predicted-down requests."""
-        model = Availability(clock=clock)
+        model = Availability(memory=1e9, clock=clock)
         for _ in range(5):
             model.refused(KEY, None)
         advisor = Advisor(model, Probes(interval=1.0, every=4, clock=clock), Policy())
@@ -182,7 +224,7 @@ class TestProbes:
 
     def test_no_probe_while_retry_after_is_pending(self, clock: Clock) -> None:
         """A probe would be refused before the provider's Retry-After ends: none is sent."""
-        model = Availability(half_life=300.0, clock=clock)
+        model = Availability(half_life=300.0, memory=1e9, clock=clock)
         for _ in range(5):
             model.refused(KEY, 30.0)
         advisor = Advisor(model, Probes(interval=0.0, every=1, clock=clock), Policy())

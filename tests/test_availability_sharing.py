@@ -52,7 +52,7 @@ async def exchange_all(*sharings: Sharing) -> None:
 class TestFiles:
     def test_workers_see_each_others_observations(self, tmp_path: Path) -> None:
         """What one worker saw is in the other's estimate after one exchange each."""
-        a, b = Availability(), Availability()
+        a, b = Availability(memory=1e9), Availability(memory=1e9)
         sa = Sharing(a, directory=tmp_path, process="a")
         sb = Sharing(b, directory=tmp_path, process="b")
         down(a)
@@ -92,7 +92,7 @@ class TestFiles:
 class TestRedis:
     def test_replicas_share_through_redis(self, prefix: str) -> None:
         """Two processes with one Redis see each other's observations, each counted once."""
-        a, b = Availability(), Availability()
+        a, b = Availability(memory=1e9), Availability(memory=1e9)
         sa = Sharing(a, redis_url=REDIS_URL, prefix=prefix, process="a")
         sb = Sharing(b, redis_url=REDIS_URL, prefix=prefix, process="b")
 
@@ -139,7 +139,8 @@ def test_two_workers_serve_one_model(tmp_path: Path, emu: RunningEmulator) -> No
         "HOME": os.environ.get("HOME", "/tmp"),
         "FLEXROUTE_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
         "FLEXROUTE_OPENAI_BASE_URL": f"{emu.base_url}/v1",
-        "FLEXROUTE_FLEX_PROBE_INTERVAL": "600",
+        "FLEXROUTE_FLEX_PROBE_INTERVAL": "600",  # no probes: every request is skipped
+        "FLEXROUTE_FLEX_PROBE_EVERY": "1000",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
     proc = subprocess.Popen(

@@ -27,7 +27,8 @@ class TestDemo:
         assert any(" flex " in row and "2s" in row for row in rows)
 
     def test_weather_segment_shows_an_outage_and_the_recovery(self) -> None:
-        """``demo --weather``: flex served in calm, never in the outage, served again after."""
+        """``demo --weather``: flex served in calm, never in the outage (skipped once it is
+        predicted), served again after."""
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         done = subprocess.run(
             [sys.executable, "-m", "flexroute.cli", "demo", "--weather"],
@@ -43,3 +44,7 @@ class TestDemo:
         assert all(states[i] != "outage" for i in served)
         assert any(i < outage and states[i] == "calm" for i in served)
         assert any(i > outage and states[i] in ("recovery", "calm") for i in served)
+        # adaptive flex: once the outage is seen, requests go straight to standard
+        skipped = [i for i, row in enumerate(rows) if "flex-predicted-unavailable" in row]
+        assert skipped
+        assert min(skipped) > outage  # only after the outage was seen

@@ -9,9 +9,11 @@ A pure decision (:func:`plan`) over the availability model's estimate
 - ``P(start within B) < threshold``: straight to standard, reason
   ``flex-predicted-unavailable`` — unless this request is a *probe* (:class:`Probes`), which
   tries flex so that a recovery is seen;
-- the start distribution's tail ends well inside the budget (``tail × margin < B``, with at
-  least ``min_starts`` starts seen): flex for ``tail × margin`` only, reason
-  ``flex-budget-shortened``;
+- an attempt still waiting after ``t < B`` would have less than ``hope`` (5%) chance of
+  starting before the deadline (``(q(B) - q(t)) / (1 - q(t))``, with ``q`` the share of
+  accepted attempts started by then, from at least ``min_starts`` starts): flex for ``t``
+  only, reason ``flex-budget-shortened`` — the wait the starts seen lately fit in — when that
+  spends at most half the budget (a small cut saves little wait and loses the late starts);
 - otherwise flex with the whole budget.
 
 A plan never spends more than ``B``: the deadline stays ``received_at + start_within``.
@@ -60,8 +62,9 @@ class Policy:
     """The operator's adaptive settings (see the README's settings table)."""
 
     threshold: float = 0.2  # below this P(start within the budget), skip flex
-    margin: float = 2.0  # a shortened budget is the start tail times this
-    min_starts: float = 10.0  # starts needed before the tail may shorten a budget
+    hope: float = 0.05  # below this chance left of starting before the deadline, stop waiting
+    cut: float = 0.5  # ...but only when that spends at most this share of the budget
+    min_starts: float = 20.0  # starts seen (time-discounted) before a budget may be shortened
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +109,17 @@ def plan(
 
 
 def _shortened(estimate: Estimate, remaining: float, policy: Policy) -> float | None:
-    tail = estimate.tail
-    if tail is None or estimate.starts < policy.min_starts:
+    """The wait after which an accepted attempt that has not started yet has less than
+    ``hope`` chance of starting before the deadline: ``(q(B) - q(t)) / (1 - q(t))``,
+    with ``q`` the accepted attempts' start curve (None: never, or too few starts seen)."""
+    curve = estimate.curve
+    if len(curve) < 2 or estimate.starts < policy.min_starts:
         return None
-    short = tail * policy.margin
-    return short if short < remaining else None
+    q_end = curve[-1][1]
+    for t, q in curve[:-1]:
+        if q < 1.0 and (q_end - q) / (1.0 - q) < policy.hope:
+            return t if t <= policy.cut * remaining else None
+    return None
 
 
 @dataclass(slots=True)
@@ -128,7 +137,7 @@ class Probes:
     ``Retry-After`` is pending (it would be refused)."""
 
     interval: float = 1.0
-    every: int = 20
+    every: int = 3
     clock: Callable[[], float] = time.time
     max_models: int = 1000
     _state: dict[Key, _ProbeState] = field(default_factory=dict)

@@ -45,11 +45,12 @@ class Advisor:
         """The advisor the ``FLEXROUTE_FLEX_*`` settings describe."""
         availability = Availability(
             half_life=settings.flex_half_life,
+            memory=settings.flex_memory,
             min_observations=settings.flex_min_observations,
             clock=clock,
         )
         probes = Probes(settings.flex_probe_interval, settings.flex_probe_every, clock)
-        policy = Policy(threshold=settings.flex_threshold, margin=settings.flex_tail_margin)
+        policy = Policy(threshold=settings.flex_threshold)
         return cls(availability, probes, policy, mode=FlexMode(settings.flex_mode), on_plan=on_plan)
 
     def plan(self, key: Key, remaining: float, mode: FlexMode) -> Plan:
@@ -64,11 +65,14 @@ class Advisor:
             self.on_plan(key, chosen)
         return chosen
 
-    def watch(self, key: Key) -> Watch:
-        """What a flex attempt for ``key`` reports as it ends (see :mod:`routing.flex`)."""
+    def watch(self, key: Key, *, probe: bool = False) -> Watch:
+        """What a flex attempt for ``key`` reports as it ends (see :mod:`routing.flex`);
+        ``probe``: the request probes flex while it is predicted down."""
 
         def seen(outcome: str, elapsed: float, retry_after: float | None) -> None:
             if outcome == "started":
+                if probe:
+                    self.availability.recovered(key)
                 self.availability.started(key, elapsed)
             elif outcome == "refused":
                 self.availability.refused(key, retry_after)

@@ -2,8 +2,13 @@
 
 The model
 ---------
-Each flex attempt flexroute makes for a (provider, model) is one *observation* of weight 1,
-and every weight decays exponentially with time: after ``half_life`` seconds it counts half.
+Each flex attempt flexroute makes for a (provider, model) is one *observation* of weight 1.
+Older observations count less in two ways: each new observation of the model leaves every
+older one ``1 - 1/memory`` of its weight (so the estimate follows the last ``memory`` or so
+attempts, however busy the model — flex capacity changes in seconds), and every weight halves
+every ``half_life`` seconds (so a model not tried lately drifts back to *unknown*). A *probe*
+(an attempt made while flex was predicted down) that starts ends the predicted outage: the
+refusals and cuts seen so far are forgotten, as a circuit breaker closes on its first success.
 An attempt ends one of three ways that say something about capacity:
 
 - **started** after ``s`` seconds (attempt sent → first output): a *start at s*;
@@ -27,8 +32,11 @@ bucket, a cut up to its bucket's upper edge (cuts come at a deadline, which the 
 request's budget nearly repeats). So a model's summary is a few dozen numbers: it is what
 workers and replicas share (:mod:`flexroute.routing.sharing`), and summaries of one model
 merge by adding their weights brought to the same moment. The *tail* of the start
-distribution (the wait by which ``1 - TAIL`` of the starts had happened) is what lets a
-request spend only part of its budget (:mod:`flexroute.routing.adaptive`).
+distribution (the wait by which ``1 - TAIL`` of the starts had happened) and the *start curve*
+of accepted attempts, ``q(t)`` = starts by ``t`` / (starts + cuts after ``t``), are read from
+start and cut times discounted by time only (how long an accepted attempt takes to start
+changes more slowly than whether flex takes attempts); the curve is what lets a request spend
+only part of its budget (:mod:`flexroute.routing.adaptive`).
 
 Synchronous, no I/O; the clock (wall seconds, so that processes can merge) is injected.
 """
@@ -71,15 +79,25 @@ def _share_below(index: int, t: float) -> float:
     return (t - lo) / (hi - lo)
 
 
+_ARRAYS = ("starts", "cuts", "shape", "shape_cuts")
+
+
 @dataclass(slots=True)
 class Summary:
-    """One model's decayed observations as of ``at`` (wall seconds): mergeable, small."""
+    """One model's decayed observations as of ``at`` (wall seconds): mergeable, small.
+
+    ``starts``, ``cuts`` and ``refusals`` are the availability evidence (discounted by time
+    and by newer observations); ``shape`` and ``shape_cuts`` hold the start and cut times
+    again, discounted by time only: how long an accepted attempt takes to start changes more
+    slowly than whether flex takes attempts, and the start curve and tail are read from them."""
 
     at: float
     starts: list[float] = field(default_factory=lambda: [0.0] * len(EDGES))
     cuts: list[float] = field(default_factory=lambda: [0.0] * len(EDGES))
     refusals: float = 0.0
     refusing_until: float = 0.0  # the latest Retry-After's end
+    shape: list[float] = field(default_factory=lambda: [0.0] * len(EDGES))
+    shape_cuts: list[float] = field(default_factory=lambda: [0.0] * len(EDGES))
 
     def decay_to(self, now: float, half_life: float) -> None:
         """Bring the weights to ``now`` (a moment earlier than ``at`` changes nothing)."""
@@ -89,24 +107,32 @@ class Summary:
         self.starts = [w * factor for w in self.starts]
         self.cuts = [w * factor for w in self.cuts]
         self.refusals *= factor
+        self.shape = [w * factor for w in self.shape]
+        self.shape_cuts = [w * factor for w in self.shape_cuts]
         self.at = now
+
+    def discount(self, factor: float) -> None:
+        """Scale the availability evidence by ``factor`` (a newer observation came)."""
+        self.starts = [w * factor for w in self.starts]
+        self.cuts = [w * factor for w in self.cuts]
+        self.refusals *= factor
 
     def add(self, other: Summary) -> None:
         """Add ``other``'s weights (both already brought to the same moment)."""
-        self.starts = [a + b for a, b in zip(self.starts, other.starts, strict=True)]
-        self.cuts = [a + b for a, b in zip(self.cuts, other.cuts, strict=True)]
+        for name in _ARRAYS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(self, name, [a + b for a, b in zip(mine, theirs, strict=True)])
         self.refusals += other.refusals
         self.refusing_until = max(self.refusing_until, other.refusing_until)
 
     def copy(self) -> Summary:
         return Summary(self.at, list(self.starts), list(self.cuts), self.refusals,
-                       self.refusing_until)  # fmt: skip
+                       self.refusing_until, list(self.shape), list(self.shape_cuts))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {n: [round(w, 6) for w in getattr(self, n)] for n in _ARRAYS}
+        return data | {
             "at": self.at,
-            "starts": [round(w, 6) for w in self.starts],
-            "cuts": [round(w, 6) for w in self.cuts],
             "refusals": round(self.refusals, 6),
             "refusing_until": self.refusing_until,
         }
@@ -114,15 +140,15 @@ class Summary:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Summary:
         """A summary another process wrote; raises ValueError/TypeError/KeyError if malformed."""
-        starts = [float(w) for w in data["starts"]]
-        cuts = [float(w) for w in data["cuts"]]
-        if len(starts) != len(EDGES) or len(cuts) != len(EDGES):
+        arrays = {name: [float(w) for w in data[name]] for name in _ARRAYS}
+        if any(len(values) != len(EDGES) for values in arrays.values()):
             raise ValueError("summary of another bucket grid")
-        values = [*starts, *cuts, float(data["refusals"])]
+        values = [w for ws in arrays.values() for w in ws] + [float(data["refusals"])]
         if not all(math.isfinite(w) and w >= 0 for w in values):
             raise ValueError("summary weights must be finite and non-negative")
-        return cls(float(data["at"]), starts, cuts, float(data["refusals"]),
-                   float(data["refusing_until"]))  # fmt: skip
+        return cls(float(data["at"]), arrays["starts"], arrays["cuts"], float(data["refusals"]),
+                   float(data["refusing_until"]), arrays["shape"],
+                   arrays["shape_cuts"])  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +158,12 @@ class Estimate:
     within: float
     p: float | None  # P(start within ``within``); None: too little data to say
     observations: float  # the decayed weight that says anything about ``within``
-    starts: float  # the decayed weight of starts (at any wait)
+    starts: float  # the weight of start times behind ``tail`` (time-decayed only)
     tail: float | None  # the wait by which 1 - TAIL of the starts happened (None: no starts)
     refusing_until: float  # wall seconds; in the past when no Retry-After is pending
+    # (t, q(t)) for the bucket edges below ``within`` and ``within`` itself: q(t) is the share
+    # of accepted attempts (refusals left out) that had started by t
+    curve: tuple[tuple[float, float], ...] = ()
 
     def refusing(self, now: float) -> bool:
         return self.refusing_until > now
@@ -143,13 +172,30 @@ class Estimate:
 def estimate_of(summary: Summary, within: float, min_observations: float) -> Estimate:
     """The model's estimate of ``summary`` for a wait of ``within`` seconds."""
     started = sum(w * _share_below(i, within) for i, w in enumerate(summary.starts))
+    observations = sum(summary.starts) + summary.refusals + _cuts_beyond(summary.cuts, within)
+    p = None if observations < min_observations - 1e-6 else min(1.0, started / observations)
+    curve = tuple(
+        (t, q)
+        for t in (*(e for e in EDGES if e < within), within)
+        if (q := _accepted_share(summary.shape, summary.shape_cuts, t)) is not None
+    )
+    shape = sum(summary.shape)
+    return Estimate(
+        within, p, observations, shape, _tail(summary.shape), summary.refusing_until, curve
+    )
+
+
+def _cuts_beyond(cuts: list[float], t: float) -> float:
     # a cut counts up to its bucket's upper edge: cuts come at a deadline, and the next
     # request's remaining budget is that deadline's length less a few milliseconds
-    cut_long = sum(w for i, w in enumerate(summary.cuts) if within <= EDGES[i])
-    observations = sum(summary.starts) + summary.refusals + cut_long
-    p = None if observations < min_observations else min(1.0, started / observations)
-    starts = sum(summary.starts)
-    return Estimate(within, p, observations, starts, _tail(summary.starts), summary.refusing_until)
+    return sum(w for i, w in enumerate(cuts) if t <= EDGES[i])
+
+
+def _accepted_share(starts: list[float], cuts: list[float], t: float) -> float | None:
+    """Of the accepted attempts that say anything about ``t``, the share started by then."""
+    started = sum(w * _share_below(i, t) for i, w in enumerate(starts))
+    total = sum(starts) + _cuts_beyond(cuts, t)
+    return None if total <= 0 else min(1.0, started / total)
 
 
 def _tail(starts: list[float]) -> float | None:
@@ -173,12 +219,14 @@ class Availability:
     def __init__(
         self,
         *,
-        half_life: float = 10.0,
-        min_observations: float = 3.0,
+        half_life: float = 30.0,
+        memory: float = 12.0,
+        min_observations: float = 2.0,
         clock: Callable[[], float] = time.time,
         max_models: int = 1000,
     ) -> None:
         self.half_life = half_life
+        self.keep = 1.0 - 1.0 / memory  # what each new observation leaves of the older ones
         self.min_observations = min_observations
         self.clock = clock
         self.max_models = max_models  # model names come from clients: bounded
@@ -186,6 +234,7 @@ class Availability:
         self.peers: Callable[[], Mapping[Key, Iterable[Summary]]] = dict
 
     def _summary(self, key: Key) -> Summary:
+        """``key``'s summary, brought to now and discounted for the observation to add."""
         now = self.clock()
         summary = self._own.get(key)
         if summary is None:
@@ -193,6 +242,7 @@ class Availability:
                 self._forget_oldest()
             summary = self._own[key] = Summary(now)
         summary.decay_to(now, self.half_life)
+        summary.discount(self.keep)
         return summary
 
     def _forget_oldest(self) -> None:
@@ -201,7 +251,9 @@ class Availability:
 
     def started(self, key: Key, after: float) -> None:
         """An attempt started ``after`` seconds after it was sent."""
-        self._summary(key).starts[_bucket(max(0.0, after))] += 1.0
+        summary, bucket = self._summary(key), _bucket(max(0.0, after))
+        summary.starts[bucket] += 1.0
+        summary.shape[bucket] += 1.0
 
     def refused(self, key: Key, retry_after: float | None) -> None:
         """An attempt was refused for capacity, with the provider's ``Retry-After`` if any."""
@@ -210,9 +262,20 @@ class Availability:
         if retry_after is not None and retry_after > 0:
             summary.refusing_until = max(summary.refusing_until, self.clock() + retry_after)
 
+    def recovered(self, key: Key) -> None:
+        """Flex started for a probe while it was predicted down: the outage is taken as over,
+        its refusals and cuts forgotten (the starts stay)."""
+        summary = self._summary(key)
+        summary.cuts = [0.0] * len(EDGES)
+        summary.shape_cuts = [0.0] * len(EDGES)
+        summary.refusals = 0.0
+        summary.refusing_until = 0.0
+
     def cut(self, key: Key, after: float) -> None:
         """An attempt was cancelled ``after`` seconds after it was sent, before any output."""
-        self._summary(key).cuts[_bucket(max(0.0, after))] += 1.0
+        summary, bucket = self._summary(key), _bucket(max(0.0, after))
+        summary.cuts[bucket] += 1.0
+        summary.shape_cuts[bucket] += 1.0
 
     def own(self) -> dict[Key, Summary]:
         """This process's summaries, brought to now (copies: what a process shares)."""
