@@ -176,7 +176,7 @@ class Engine:
         deadline = ctx.call.received_at + ctx.decision.start_within
         watch = None
         if self.advisor is not None and ctx.model is not None:
-            key = (ctx.dialect.provider, ctx.model)
+            key = (ctx.dialect.provider, ctx.model, ctx.call.org_id)
             plan = self.advisor.plan(key, deadline - self.clock(), ctx.flex_mode)
             ctx.flex_p, ctx.reason = plan.p, plan.reason
             watch = self.advisor.watch(key, probe=plan.probe)

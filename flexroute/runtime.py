@@ -122,7 +122,7 @@ def build_runtime(
     )
     # One availability model per runtime: every face's flex requests learn from and share it.
     advisor = Advisor.from_settings(
-        settings, on_plan=lambda key, plan: metrics.planned(*key, plan.decision)
+        settings, on_plan=lambda key, plan: metrics.planned(key[0], key[1], plan.decision)
     )
     sharing = None
     directory = files_directory()  # --workers: the supervisor's shared directory

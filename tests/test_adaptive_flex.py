@@ -3,7 +3,9 @@ and through ``flexroute.wrap()`` against the emulator, whose flex refuses as a t
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,6 +198,33 @@ class TestVisible:
         """?within=soon is refused with the accepted forms."""
         with pytest.raises(Exception, match="400"):
             adaptive.get("/flexroute/v1/flex?within=soon")
+
+
+class TestGateway:
+    def test_one_organisations_refusals_never_steer_anothers(
+        self, tmp_path: Path, emulator: Any
+    ) -> None:
+        """Providers limit per key: acme's refusals make acme skip flex, not globex, and
+        each organisation's GET /flexroute/v1/flex shows only its own models."""
+        from tests.gateway_env import gateway_settings, running_gateway
+
+        emulator.reset()
+        settings = gateway_settings(
+            tmp_path, emulator.base_url, flex_probe_interval=60.0, flex_probe_every=1000
+        )
+        with running_gateway(settings) as gateway:
+            acme, globex = gateway.openai("acme"), gateway.openai("globex")
+            outage(acme)
+            assert chat(acme, DOWN).headers["x-flexroute-reason"] == "flex-predicted-unavailable"
+            tried = chat(globex, DOWN)
+            assert tried.headers["x-flexroute-reason"] in TRIED
+            request = urllib.request.Request(  # noqa: S310 -- the test's loopback gateway
+                f"{gateway.url}/flexroute/v1/flex",
+                headers={"authorization": f"Bearer {gateway.orgs['globex'].key}"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                models = json.loads(response.read())["models"]
+            assert {m["org"] for m in models} == {"globex"}
 
 
 class TestWrapper:

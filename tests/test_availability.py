@@ -10,7 +10,7 @@ from flexroute.routing.adaptive import FlexMode, Policy, Probes, flex_mode, plan
 from flexroute.routing.advisor import Advisor
 from flexroute.routing.availability import Availability, Summary
 
-KEY = ("openai", "gpt-5-mini")
+KEY = ("openai", "gpt-5-mini", "default")
 
 
 class Clock:

@@ -23,7 +23,7 @@ from flexroute.routing.sharing import MAX_SHARED, Sharing
 from flexroute.testing import RunningEmulator
 from tests.test_limits import free_port, wait_healthy
 
-KEY = ("openai", "gpt-5-mini")
+KEY = ("openai", "gpt-5-mini", "default")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -84,7 +84,7 @@ class TestFiles:
         """At most MAX_SHARED models go into one process's summary."""
         a = Availability()
         for i in range(MAX_SHARED + 20):
-            a.refused(("openai", f"m{i}"), None)
+            a.refused(("openai", f"m{i}", "default"), None)
         anyio.run(Sharing(a, directory=tmp_path, process="a").exchange)
         assert len(json.loads((tmp_path / "a.json").read_text())["models"]) == MAX_SHARED
 

@@ -180,9 +180,9 @@ class ProxyApp:
         elif path == "/metrics":
             await self._metrics(scope, send)
         elif path == "/flexroute/v1/flex":
-            ok, _ = await self._caller(scope, send)
+            ok, caller = await self._caller(scope, send)
             if ok:
-                await self._flex_status(scope, send)
+                await self._flex_status(scope, send, None if caller is None else caller.org_id)
         elif path == "/flexroute/v1/usage":
             ok, caller = await self._caller(scope, send)
             if ok:
@@ -201,8 +201,9 @@ class ProxyApp:
         else:
             await _not_found(send, path)
 
-    async def _flex_status(self, scope: Scope, send: Send) -> None:
-        """Each model's flex availability estimate (``?within=2s``: for that wait)."""
+    async def _flex_status(self, scope: Scope, send: Send, org: str | None) -> None:
+        """Each model's flex availability estimate (``?within=2s``: for that wait); in
+        gateway mode only the caller's organisation's."""
         query = parse_qs(scope["query_string"].decode("latin-1"))
         within = query.get("within", ["1s"])[-1]
         try:
@@ -216,7 +217,7 @@ class ProxyApp:
             body |= {
                 "threshold": advisor.policy.threshold,
                 "half_life_s": advisor.availability.half_life,
-                "models": advisor.status(seconds),
+                "models": advisor.status(seconds, org),
             }
         await send_json(send, 200, json.dumps(body).encode())
 

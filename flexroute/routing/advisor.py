@@ -82,11 +82,14 @@ class Advisor:
 
         return seen
 
-    def status(self, within: float = 1.0) -> list[dict[str, Any]]:
-        """Every model's current estimate, for ``GET /flexroute/v1/flex``."""
+    def status(self, within: float = 1.0, org: str | None = None) -> list[dict[str, Any]]:
+        """Every model's current estimate, for ``GET /flexroute/v1/flex`` (``org``: only that
+        organisation's, as a gateway shows its callers)."""
         now = self.availability.clock()
         out = []
         for key in sorted(self.availability.keys()):
+            if org is not None and key[2] != org:
+                continue
             estimate = self.availability.estimate(key, within)
             merged = self.availability.merged(key)
             probes, skips = self.probes.counts(key)
@@ -102,6 +105,7 @@ class Advisor:
                 {
                     "provider": key[0],
                     "model": key[1],
+                    "org": key[2],
                     "state": state,
                     "within_s": within,
                     "p_start_within": None if estimate.p is None else round(estimate.p, 4),

@@ -2,7 +2,8 @@
 
 The model
 ---------
-Each flex attempt flexroute makes for a (provider, model) is one *observation* of weight 1.
+Each flex attempt flexroute makes for a (provider, model, organisation) is one *observation*
+of weight 1 (the organisation because providers limit per key: in sidecar mode there is one).
 Older observations count less in two ways: each new observation of the model leaves every
 older one ``1 - 1/memory`` of its weight (so the estimate follows the last ``memory`` or so
 attempts, however busy the model — flex capacity changes in seconds), and every weight halves
@@ -58,7 +59,9 @@ EDGES: tuple[float, ...] = (
     16.0, 24.0, 32.0, 48.0, 64.0, 128.0, 256.0, 512.0, 900.0,
 )  # fmt: skip
 TAIL = 0.02  # the share of starts allowed beyond the tail
-Key = tuple[str, str]  # (provider, model)
+# (provider, model, organisation): a provider limits per key, so in gateway mode one
+# organisation's refusals (say, its own rate limit) never steer another's requests
+Key = tuple[str, str, str]
 
 
 def _bucket(seconds: float) -> int:

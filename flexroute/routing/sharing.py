@@ -52,7 +52,9 @@ def files_directory() -> Path | None:
 
 def _document(process: str, own: dict[Key, Summary]) -> bytes:
     recent = sorted(own.items(), key=lambda item: item[1].at, reverse=True)[:MAX_SHARED]
-    models = [{"provider": k[0], "model": k[1], "summary": s.to_json()} for k, s in recent]
+    models = [
+        {"provider": k[0], "model": k[1], "org": k[2], "summary": s.to_json()} for k, s in recent
+    ]
     return json.dumps({"process": process, "models": models}).encode()
 
 
@@ -61,8 +63,8 @@ def _parse(data: bytes | str, into: Peers) -> None:
     found: list[tuple[Key, Summary]] = []
     try:
         for entry in json.loads(data)["models"]:
-            found.append(((str(entry["provider"]), str(entry["model"])),
-                          Summary.from_json(entry["summary"])))  # fmt: skip
+            key = (str(entry["provider"]), str(entry["model"]), str(entry["org"]))
+            found.append((key, Summary.from_json(entry["summary"])))
     except (ValueError, TypeError, KeyError, AttributeError):
         return
     for key, summary in found:
