@@ -111,7 +111,9 @@ def configure(fmt: str = "json", level: str = "info") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
-        uvicorn_logger.propagate = True
+        # uvicorn's access lines stay off: the request line says more, once per request. (A
+        # worker configures this after uvicorn did: propagating them would turn them on.)
+        uvicorn_logger.propagate = name != "uvicorn.access"
 
 
 def _stop_listener(timeout: float = 2.0) -> None:

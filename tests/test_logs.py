@@ -76,3 +76,25 @@ class TestStuckPipe:
             stuck.close()
             drain.join(10)
             os.close(read_end)
+
+
+class TestUvicornLines:
+    def test_uvicorn_access_lines_stay_off_when_configured_after_uvicorn(self) -> None:
+        """A worker sets up flexroute's handler after uvicorn's config (access_log=False):
+        uvicorn's errors reach it, its access lines do not (the request line replaces them)."""
+        import uvicorn
+
+        from flexroute import logs
+
+        root = logging.getLogger()
+        saved = (root.handlers[:], root.level)
+        try:
+            uvicorn.Config(app="x:y", access_log=False, log_config=None)
+            logs.configure("json", "info")
+            # uvicorn's protocol writes access lines exactly when this is true
+            assert not logging.getLogger("uvicorn.access").hasHandlers()
+            assert logging.getLogger("uvicorn.error").hasHandlers()
+        finally:
+            root.handlers[:] = saved[0]
+            root.setLevel(saved[1])
+            logs._stop_listener()
