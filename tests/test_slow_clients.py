@@ -28,6 +28,10 @@ from tests.serve_process import serve
 BOUND = 2.0  # seconds: header and body timeouts of the servers under test
 SLACK = 25.0  # a loaded 2-core machine closes 500 connections late, but not this late
 PARTIAL_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+HALF_A_FORM = (  # the dashboard reads its forms itself
+    b"POST /dashboard/signin HTTP/1.1\r\nhost: x\r\n"
+    b"content-type: application/x-www-form-urlencoded\r\ncontent-length: 1000\r\n\r\nkey="
+)
 HEAD_THEN_PART_OF_BODY = (
     b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
     b"content-length: 1000\r\n\r\n" + b'{"model": "gpt-5-mini", '
@@ -96,8 +100,8 @@ def connect(port: int, send: bytes) -> socket.socket:
 
 class TestSlowClientsAreCutOff:
     def test_500_slowloris_connections_are_closed_within_the_bounds(self, tmp_path: Path) -> None:
-        """Silent connections, half-sent headers and half-sent bodies are all closed soon after
-        the header or body timeout, and the server still answers a prompt client after."""
+        """Silent connections, half-sent headers, half-sent bodies and half-sent dashboard forms
+        are all closed soon after the header or body timeout; the server still answers."""
         with (
             fault_upstream() as upstream,
             serve(
@@ -105,12 +109,12 @@ class TestSlowClientsAreCutOff:
                 client_header_timeout=str(BOUND), client_body_timeout=str(BOUND),
             ) as served,
         ):  # fmt: skip
-            kinds = [b"", PARTIAL_HEAD, HEAD_THEN_PART_OF_BODY]
-            sockets = [connect(served.port, kinds[i % 3]) for i in range(500)]
+            kinds = [b"", PARTIAL_HEAD, HEAD_THEN_PART_OF_BODY, HALF_A_FORM]
+            sockets = [connect(served.port, kinds[i % 4]) for i in range(500)]
             took, got = closed_within(sockets, BOUND + SLACK)
             assert took >= BOUND * 0.9
             for i, data in enumerate(got):
-                assert data.startswith(b"HTTP/1.1 408 "), (i % 3, data[:80])
+                assert data.startswith(b"HTTP/1.1 408 "), (i % 4, data[:80])
             raw = got[2]  # a chunked body: the JSON between its first and last brace
             body = json.loads(raw[raw.index(b"{") : raw.rindex(b"}") + 1])
             assert body["error"]["code"] == "request_timeout"

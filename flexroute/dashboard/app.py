@@ -30,6 +30,7 @@ from flexroute.config import Settings
 from flexroute.dashboard import sessions as s
 from flexroute.dashboard.http import (
     BodyTooLarge,
+    BodyTooSlow,
     Request,
     Response,
     origin_of,
@@ -137,9 +138,14 @@ class Dashboard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            request = await read_request(scope, receive, PREFIX)
+            within = self.page.settings.client_body_timeout
+            request = await read_request(scope, receive, PREFIX, within)
         except BodyTooLarge:
             await send_response(send, Response(413, b"Form too large."), self.csp)
+            return
+        except BodyTooSlow:  # closed, so a client still dribbling the form cannot hold it
+            slow = Response(408, b"Form not received in time.", headers=[("connection", "close")])
+            await send_response(send, slow, self.csp)
             return
         try:
             response = await self._dispatch(request)

@@ -17,6 +17,8 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
+
 from flexroute.asgi import Receive, Scope, Send
 
 FORM_LIMIT = 64 * 1024  # a sign-in or caps form is a few hundred bytes
@@ -24,6 +26,10 @@ FORM_LIMIT = 64 * 1024  # a sign-in or caps form is a few hundred bytes
 
 class BodyTooLarge(Exception):  # noqa: N818 -- an outcome: answered 413 beside
     pass
+
+
+class BodyTooSlow(Exception):  # noqa: N818 -- an outcome: answered 408 beside
+    """The form did not all arrive within the body bound (a slowloris): 408, connection closed."""
 
 
 @dataclass(slots=True)
@@ -60,7 +66,11 @@ class Response:
         return cls(status, json.dumps(data).encode(), "application/json")
 
 
-async def read_request(scope: Scope, receive: Receive, prefix: str) -> Request:
+async def read_request(
+    scope: Scope, receive: Receive, prefix: str, within: float = 60.0
+) -> Request:
+    """The request; a POST's form must all arrive within ``within`` seconds
+    (``FLEXROUTE_CLIENT_BODY_TIMEOUT``), else :class:`BodyTooSlow`."""
     headers: dict[str, str] = {}
     for key, value in scope["headers"]:
         headers[key.decode("latin-1").lower()] = value.decode("latin-1")
@@ -81,7 +91,11 @@ async def read_request(scope: Scope, receive: Receive, prefix: str) -> Request:
         client=str((scope.get("client") or ("-",))[0]),
     )
     if request.method == "POST":
-        request.body = await _read_body(receive)
+        try:
+            with anyio.fail_after(within):
+                request.body = await _read_body(receive)
+        except TimeoutError:
+            raise BodyTooSlow from None
         if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             parsed = parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True)
             request.form = {name: values[0] for name, values in parsed.items()}
