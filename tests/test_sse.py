@@ -5,7 +5,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flexroute.dialects.sse import SSEDecoder, encode_comment, encode_event
+from flexroute.dialects.sse import (
+    SSEDecoder,
+    _parse_lines,
+    encode_comment,
+    encode_event,
+    parse_event,
+)
 
 STREAM = (
     b'data: {"a":1}\n\n'
@@ -68,3 +74,11 @@ class TestSSEDecoder:
         events = [e for piece in pieces for e in decoder.feed(piece)]
         assert b"".join(e.raw for e in events) == STREAM
         assert decoder.pending == b""
+
+
+class TestOneDataLine:
+    @given(st.binary(max_size=40).filter(lambda b: b"\n" not in b and b"\r" not in b))
+    def test_the_quick_reading_gives_what_the_general_one_gives(self, data: bytes) -> None:
+        """``data: X`` events (any bytes, invalid UTF-8 too) read the same either way."""
+        raw = b"data: " + data + b"\n\n"
+        assert parse_event(raw) == _parse_lines(raw)
