@@ -4,6 +4,7 @@ between organisations, and keys never shown or logged."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import subprocess
@@ -457,6 +458,46 @@ class TestThrottle:
         assert answer.status_code == 429
         assert 0 < int(answer.headers["retry-after"]) <= 60
         assert "Too many failed sign-ins" in answer.text
+
+    def test_wrong_keys_sent_at_once_are_throttled_too(self, gateway: Gateway) -> None:
+        """Forty wrong keys sent at once get at most ten answers; the others wait (429)."""
+        page = httpx.get(f"{gateway.url}/dashboard/signin")
+        cookies, csrf = dict(page.cookies), token(page.text)
+
+        async def guesses() -> list[int]:
+            async with httpx.AsyncClient(base_url=gateway.url, cookies=cookies) as client:
+
+                async def guess(n: int) -> int:
+                    data = {"key": f"fr_guess{n}", "csrf_token": csrf}
+                    return (await client.post("/dashboard/signin", data=data)).status_code
+
+                return list(await asyncio.gather(*(guess(n) for n in range(40))))
+
+        statuses = asyncio.run(guesses())
+        assert statuses.count(401) <= 10, statuses
+        assert statuses.count(429) == 40 - statuses.count(401), statuses
+
+    def test_a_flood_of_addresses_does_not_reset_a_throttled_one(self) -> None:
+        """When the addresses it remembers are full, a throttled address stays throttled."""
+        now = [0.0]
+        throttle = Throttle(2, 60.0, clock=lambda: now[0], max_addresses=100)
+        throttle.failed("1.2.3.4")
+        throttle.failed("1.2.3.4")
+        now[0] = 1.0
+        for n in range(150):
+            throttle.failed(f"10.0.0.{n}")
+        assert throttle.wait("1.2.3.4") == 59
+        assert len(throttle._failures) <= 100
+
+    def test_a_right_key_is_not_counted_as_a_failure(self) -> None:
+        """An attempt counts until it signs in, then not at all."""
+        throttle = Throttle(2, 60.0, clock=lambda: 0.0)
+        for _ in range(5):
+            assert throttle.attempt("1.2.3.4") == 0
+            throttle.succeeded("1.2.3.4")
+        assert throttle.attempt("1.2.3.4") == 0
+        assert throttle.attempt("1.2.3.4") == 0
+        assert throttle.attempt("1.2.3.4") == 60
 
     def test_the_window_ends(self) -> None:
         """A throttled address may try again once its minute is over."""

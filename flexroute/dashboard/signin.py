@@ -24,11 +24,23 @@ WINDOW = 60.0
 
 
 class Throttle:
-    """Failed attempts per address in fixed windows; in-process (a replica's own view)."""
+    """Failed attempts per address in fixed windows; in-process (a replica's own view).
 
-    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+    An attempt counts as failed from the moment it starts (:meth:`attempt`, before the key is
+    looked up) until it succeeds (:meth:`succeeded`), so many attempts sent at once cannot all
+    pass the check before the first failure is counted. At most ``max_addresses`` addresses
+    are remembered: those whose window is over go first, then those below the limit."""
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_addresses: int = 10_000,
+    ):
         self.limit = limit
         self.window = window
+        self.max_addresses = max_addresses
         self._clock = clock
         self._failures: dict[str, tuple[float, int]] = {}
 
@@ -38,14 +50,37 @@ class Throttle:
         left = start + self.window - self._clock()
         return max(1, int(left + 0.999)) if count >= self.limit and left > 0 else 0
 
+    def attempt(self, address: str) -> int:
+        """Start an attempt from ``address``: the seconds it must wait (0: it may go on, and
+        the attempt is counted as failed until :meth:`succeeded`)."""
+        wait = self.wait(address)
+        if not wait:
+            self.failed(address)
+        return wait
+
+    def succeeded(self, address: str) -> None:
+        """The attempt :meth:`attempt` counted signed in: it is not a failure."""
+        start, count = self._failures.get(address, (0.0, 0))
+        if count > 0:
+            self._failures[address] = (start, count - 1)
+
     def failed(self, address: str) -> None:
         now = self._clock()
         start, count = self._failures.get(address, (now, 0))
         if now - start >= self.window:
             start, count = now, 0
-        if len(self._failures) > 10_000:
-            self._failures.clear()
+        if address not in self._failures and len(self._failures) >= self.max_addresses:
+            self._make_room(now)
         self._failures[address] = (start, count + 1)
+
+    def _make_room(self, now: float) -> None:
+        # forgetting everyone at once would let a flood of addresses reset a throttled one:
+        # windows that are over go first, then addresses below the limit, oldest first
+        for address in [a for a, (t, _) in self._failures.items() if now - t >= self.window]:
+            del self._failures[address]
+        below = (a for a, (_, count) in list(self._failures.items()) if count < self.limit)
+        while len(self._failures) >= self.max_addresses:
+            del self._failures[next(below, None) or next(iter(self._failures))]
 
 
 class SignIn:
@@ -62,7 +97,7 @@ class SignIn:
         expected = request.cookies.get(s.SIGNIN_COOKIE, "")
         if not expected or not s.same_token(expected, request.form.get(s.CSRF_FIELD)):
             return forbidden(self.page, None)
-        wait = self.throttle.wait(request.client)
+        wait = self.throttle.attempt(request.client)  # counted before the first await
         if wait:
             message = f"Too many failed sign-ins from your address: try again in {wait} s."
             response = self._form(request, 429, message)
@@ -74,12 +109,12 @@ class SignIn:
         session_id = await self.sessions.sign_in(request.field("key"))
         signed = None if session_id is None else await self.sessions.load(session_id)
         if session_id is None or signed is None:
-            self.throttle.failed(request.client)
             log.warning("flexroute: dashboard sign-in refused from %s (unknown or revoked "
                         "key)", request.client)  # fmt: skip
             return self._form(
                 request, 401, "That key is not a valid flexroute key (or it was revoked)."
             )
+        self.throttle.succeeded(request.client)
         if signed.session.operator:  # who, never the key (nor the admin key's fingerprint)
             log.info("flexroute: dashboard sign-in: the operator")
         else:
