@@ -116,6 +116,25 @@ class TestRedis:
         ttl = redis.Redis.from_url(REDIS_URL).pttl(f"{prefix}flex:a")
         assert 0 < ttl <= 5000
 
+    def test_a_stray_key_under_the_prefix_is_no_error(self, prefix: str) -> None:
+        """A key under the prefix that is not UTF-8 (nor a summary) is passed over; the
+        other replicas' summaries are still read."""
+        a, b = Availability(memory=1e9), Availability(memory=1e9)
+        sa = Sharing(a, redis_url=REDIS_URL, prefix=prefix, process="a")
+        sb = Sharing(b, redis_url=REDIS_URL, prefix=prefix, process="b")
+        stray = redis.Redis.from_url(REDIS_URL)
+        stray.set(prefix.encode() + b"flex:\xff\xfe", b"\x00not json")
+        stray.close()
+
+        async def go() -> None:
+            down(a, 3)
+            await exchange_all(sa, sb)
+            await sa.aclose()
+            await sb.aclose()
+
+        anyio.run(go)
+        assert b.estimate(KEY, 1.0).observations == pytest.approx(3.0, abs=0.1)
+
     def test_redis_down_keeps_the_own_model_without_errors(self) -> None:
         """Redis unreachable: the exchange returns quickly, peers are empty, the own model
         still predicts."""

@@ -108,7 +108,10 @@ class Sharing:
     async def run(self) -> None:
         """Exchange summaries every ``interval`` seconds, for as long as the task lives."""
         while True:
-            await self.exchange()
+            try:
+                await self.exchange()
+            except Exception:  # a bug here must not end the app's other background tasks
+                log.exception("flexroute: flex availability exchange failed")
             await anyio.sleep(self.interval)
 
     async def exchange(self) -> None:
@@ -130,7 +133,8 @@ class Sharing:
             with anyio.fail_after(2 * self.timeout):
                 await self._redis.set(self._key, document, px=round(self.ttl * 1000))
                 keys = [k async for k in self._redis.scan_iter(match=self._pattern, count=100)]
-                others = [k for k in keys if k.decode() != self._key]
+                # bytes: a stray key under the prefix need not be UTF-8
+                others = [k for k in keys if k != self._key.encode()]
                 for data in await self._redis.mget(others) if others else []:
                     if data is not None:
                         _parse(data, peers)
