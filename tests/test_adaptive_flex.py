@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,9 +196,15 @@ class TestVisible:
         assert "--url" in capsys.readouterr().err
 
     def test_a_bad_within_is_a_400(self, adaptive: Proxy) -> None:
-        """?within=soon is refused with the accepted forms."""
-        with pytest.raises(Exception, match="400"):
+        """?within=soon is refused with a 400 naming the field, the value and the accepted
+        forms, in OpenAI's error shape."""
+        with pytest.raises(urllib.error.HTTPError) as caught:
             adaptive.get("/flexroute/v1/flex?within=soon")
+        assert caught.value.code == 400
+        error = json.loads(caught.value.read())["error"]
+        assert error["param"] == "within"
+        assert 'within "soon"' in error["message"]
+        assert '"30s"' in error["message"]
 
 
 class TestGateway:
