@@ -3,8 +3,11 @@ and through ``flexroute.wrap()`` against the emulator, whose flex refuses as a t
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import sqlite3
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -195,6 +198,41 @@ class TestVisible:
         assert main(["flex-status", "--url", "http://127.0.0.1:9"]) == 1
         assert "--url" in capsys.readouterr().err
 
+    def test_flex_status_keeps_the_key_off_a_redirect(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A --url that redirects elsewhere never gets the --key-file key sent there."""
+        from flexroute.cli import main
+
+        seen: list[str | None] = []
+
+        class Elsewhere(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.headers.get("authorization"))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b'{"mode": "adaptive", "models": []}')
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        with serve_handler(Elsewhere) as target:
+
+            class Redirect(http.server.BaseHTTPRequestHandler):
+                def do_GET(self) -> None:
+                    self.send_response(302)
+                    self.send_header("location", f"{target}{self.path}")
+                    self.end_headers()
+
+                def log_message(self, *args: Any) -> None:
+                    pass
+
+            with serve_handler(Redirect) as origin:
+                key_file = tmp_path / "key"
+                key_file.write_text("fr_secret_key_of_acme\n")
+                assert main(["flex-status", "--url", origin, "--key-file", str(key_file)]) == 0
+        assert seen == [None]
+
     def test_a_bad_within_is_a_400(self, adaptive: Proxy) -> None:
         """?within=soon is refused with a 400 naming the field, the value and the accepted
         forms, in OpenAI's error shape."""
@@ -334,3 +372,16 @@ class TestLedgerColumn:
             return a.flex_probability, b.flex_probability
 
         assert anyio.run(roundtrip) == (0.125, None)
+
+
+@contextlib.contextmanager
+def serve_handler(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A loopback HTTP server of ``handler`` in a thread: its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

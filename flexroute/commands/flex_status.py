@@ -87,10 +87,10 @@ def _run(args: argparse.Namespace) -> int:
     url = f"{args.url.rstrip('/')}/flexroute/v1/flex?" + urllib.parse.urlencode(
         {"within": args.within}
     )
-    headers = {}
-    if args.key_file is not None:
-        headers["authorization"] = f"Bearer {args.key_file.read_text().strip()}"
-    request = urllib.request.Request(url, headers=headers)  # noqa: S310 -- the operator's URL
+    request = urllib.request.Request(url)  # noqa: S310 -- the operator's URL
+    if args.key_file is not None:  # unredirected: a redirect elsewhere never gets the key
+        key = args.key_file.read_text().strip()
+        request.add_unredirected_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             status = json.loads(response.read())
