@@ -214,7 +214,7 @@ def _tail(starts: list[float]) -> float | None:
 
 
 class Availability:
-    """The decaying availability model of every (provider, model) this process has seen.
+    """The decaying availability model of every (provider, model, organisation) seen here.
 
     ``peers`` (when set) returns other processes' summaries to merge on read
     (:mod:`flexroute.routing.sharing`); what is learned here is only this process's."""
@@ -307,5 +307,5 @@ class Availability:
         return estimate_of(self.merged(key), within, self.min_observations)
 
     def keys(self) -> set[Key]:
-        """Every (provider, model) this process or a peer has observed."""
+        """Every (provider, model, organisation) this process or a peer has observed."""
         return set(self._own) | set(self.peers())
