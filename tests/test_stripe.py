@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import hmac
 import json
+import socket
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -321,3 +324,54 @@ class TestWebhookOrder:
             assert (await store.org("async")).state == PAST_DUE
 
         with_store(tmp_path, steps)
+
+
+@contextlib.contextmanager
+def silent_stripe() -> Iterator[str]:
+    """A loopback address that takes connections (the kernel's backlog) and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(256)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+SILENT_ORG = Org("acme", ACTIVE, card_status="valid", customer_ref="cus_silent")
+
+
+class TestSilentStripe:
+    def test_a_call_stripe_never_answers_ends_with_payment_error(self) -> None:
+        """A Stripe that takes the connection and says nothing: PaymentError within the
+        timeout and Stripe's retries, not after its SDK's 80 s a try."""
+        with silent_stripe() as base:
+            processor = StripeProcessor("sk_test_x", api_base=base, timeout=0.5)
+            began = time.monotonic()
+            with pytest.raises(PaymentError):
+                anyio.run(processor.default_card, SILENT_ORG)
+        assert time.monotonic() - began < 15
+
+    def test_hung_stripe_calls_leave_the_stores_threads_free(self) -> None:
+        """Fifty Stripe calls waiting on a silent Stripe take none of the worker threads the
+        SQLite store reads on: a thread call beside them starts at once."""
+
+        async def main() -> float:
+            processor = StripeProcessor("sk_test_x", api_base=base, timeout=3.0)
+
+            async def card() -> None:
+                with contextlib.suppress(PaymentError):
+                    await processor.default_card(SILENT_ORG)
+
+            async with anyio.create_task_group() as group:
+                for _ in range(50):
+                    group.start_soon(card)
+                await anyio.sleep(0.3)
+                began = time.monotonic()
+                await anyio.to_thread.run_sync(time.sleep, 0)
+                waited = time.monotonic() - began
+                group.cancel_scope.cancel()
+            return waited
+
+        with silent_stripe() as base:
+            assert anyio.run(main) < 1.0

@@ -37,14 +37,28 @@ class CardOutcome:
     reason: str | None = None
 
 
+TIMEOUT = 20.0  # seconds a Stripe call may take a try (the SDK tries up to three times)
+# Stripe calls wait on threads of their own: while Stripe is slow they never take the worker
+# threads the SQLite store reads on (anyio's default pool, 40 threads)
+_THREADS = anyio.CapacityLimiter(8)
+
+
 class StripeProcessor:
     name = "stripe"
 
     def __init__(
-        self, api_key: str, *, api_base: str | None = None, webhook_secret: str | None = None
+        self,
+        api_key: str,
+        *,
+        api_base: str | None = None,
+        webhook_secret: str | None = None,
+        timeout: float = TIMEOUT,
     ) -> None:
         addresses: Any = {"api": api_base.rstrip("/")} if api_base else {}
-        self._client = stripe.StripeClient(api_key, base_addresses=addresses)
+        # Stripe's SDK waits 80 s a try by default (three tries): a silent Stripe would hold a
+        # Billing page, a webhook or a run for minutes
+        http = stripe.RequestsClient(timeout=timeout)
+        self._client = stripe.StripeClient(api_key, base_addresses=addresses, http_client=http)
         self._webhook_secret = webhook_secret
 
     async def ensure_customer(self, org: Org) -> str:
@@ -222,7 +236,7 @@ class StripeProcessor:
             except stripe.StripeError as exc:
                 raise PaymentError(f"Stripe: {exc.user_message or exc}") from exc
 
-        return await anyio.to_thread.run_sync(run)
+        return await anyio.to_thread.run_sync(run, limiter=_THREADS)
 
 
 class _Declined(Exception):  # noqa: N818 -- a card decline is an outcome, caught beside
