@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from flexroute.clock import now
 from flexroute.errors import RequestRejected
-from flexroute.ledger.base import DEFAULT_ORG
+from flexroute.ledger.base import DEFAULT_ORG, LedgerRecord
 
 __all__ = ["Call", "Gate", "Reply", "new_request_id"]
 
@@ -80,9 +80,22 @@ class Call:
 
 @dataclass(slots=True)
 class Reply:
-    """What goes back to the client: a whole body or a byte stream (``aclose`` it)."""
+    """What goes back to the client: a whole body or a byte stream (``aclose`` it).
+
+    A whole answer from a provider comes with its record not yet written (``pending``, the
+    ``ok`` record its headers show) and a ``deliver`` hook: whoever hands the body over calls
+    :meth:`delivered` just before the client can have its last byte."""
 
     status: int
     headers: list[tuple[str, str]]
     body: bytes = b""
     stream: AsyncGenerator[bytes, None] | None = None
+    pending: LedgerRecord | None = None
+    deliver: Callable[[bool], Awaitable[None]] | None = None
+
+    async def delivered(self, received: bool) -> None:
+        """Write the pending record, once: ``ok`` with its fee if the client received the
+        answer, else ``client_closed`` without the fee (the provider's cost stays)."""
+        deliver, self.deliver = self.deliver, None
+        if deliver is not None:
+            await deliver(received)

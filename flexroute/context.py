@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from flexroute.call import Call
@@ -16,7 +17,7 @@ from flexroute.providers import Provider
 from flexroute.routing.adaptive import FlexMode
 from flexroute.routing.decide import Decision, Reason, Route
 from flexroute.routing.flex import AttemptLog
-from flexroute.settle import Priced, money_headers
+from flexroute.settle import Priced, money_headers, price
 from flexroute.tracing import RequestTrace
 from flexroute.upstream import HOP_BY_HOP, Headers
 from flexroute.usage import Tier, Usage
@@ -49,6 +50,16 @@ class RequestContext:
     hold: Hold | None = None  # its place under the spend caps (flexroute.billing.quota)
     flex_mode: FlexMode = FlexMode.ADAPTIVE  # x-flex-mode, else the operator's default
     flex_p: float | None = None  # predicted P(flex starts within the budget) at decision time
+
+    def priced_record(
+        self, usage: Usage | None, tier_served: Tier | None, status: Status, http: int,
+        fee_rate: Decimal,
+    ) -> LedgerRecord:  # fmt: skip
+        """The request's record for this outcome, priced: a fee only where the client
+        received the answer (``ok``) from the flex tier."""
+        flex = self.route is Route.FLEX and status is Status.OK
+        priced = price(self.prices, usage, tier_served, flex_route=flex, fee_rate=fee_rate)
+        return self.ledger_record(priced, usage, tier_served, status, http)
 
     def ledger_record(
         self,

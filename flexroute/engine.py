@@ -3,7 +3,8 @@
 Both faces use it: the proxy hands it the client's HTTP request; the SDK wrapper hands it the
 request the vendor SDK built. ``Engine.handle`` parses and decides (pure), runs the route
 (:mod:`flexroute.routing.flex` for flex), prices the outcome and writes the ledger record
-before the client sees the last byte of the answer.
+before the client sees the last byte of the answer (a whole answer's when its body is handed
+over: :meth:`Reply.delivered`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from flexroute.routing.adaptive import MODE_HEADER, FlexMode
 from flexroute.routing.decide import Route
 from flexroute.routing.flex import GaveUp, ProviderError, Started, run_flex
 from flexroute.routing.streaming import StreamRefusals
-from flexroute.settle import price
 from flexroute.tracing import Tracer, traced
 from flexroute.upstream import (
     HOP_BY_HOP,
@@ -136,7 +136,7 @@ class Engine:
                     await self.record(ctx, None, None, Status.CLIENT_CLOSED, 499)
                 await self._settle(ctx, None)
             raise
-        if reply.stream is None:  # a stream settles when its record is written
+        if reply.stream is None and reply.deliver is None:  # else with its record, later
             await self._settle(ctx, None)
         return reply
 
@@ -266,9 +266,7 @@ class Engine:
         ctx.log.add(label, began, self.clock(), "answered", response.status)
         if facts is None:
             return await self._finish_error(ctx, response.status, list(response.headers), data)
-        record = await self.record(ctx, facts.usage, facts.tier_served, Status.OK, 200)
-        headers = reply_headers(ctx, response.headers, record)
-        return Reply(200, headers, data)
+        return self._whole(ctx, facts.usage, facts.tier_served, response.headers, data)
 
     async def _assembled_reply(self, ctx: RequestContext, started: Started) -> Reply:
         """A non-streaming client served from the committed flex stream (or, where the
@@ -279,8 +277,8 @@ class Engine:
                 facts = ctx.dialect.read_response(started.whole, started.response.header_map)
             except UpstreamError as error:
                 return await self._broken_reply(ctx, error)
-            record = await self.record(ctx, facts.usage, facts.tier_served, Status.OK, 200)
-            return Reply(200, reply_headers(ctx, started.response.headers, record), started.whole)
+            headers = started.response.headers
+            return self._whole(ctx, facts.usage, facts.tier_served, headers, started.whole)
         observer = started.observer
         try:
             if not started.ended:
@@ -294,9 +292,31 @@ class Engine:
             return await self._broken_reply(ctx, error)
         finally:
             await started.response.aclose()
-        record = await self.record(ctx, observer.usage, observer.tier_served, Status.OK, 200)
-        headers = reply_headers(ctx, started.response.headers, record, content_type=True)
-        return Reply(200, headers, body)
+        headers = started.response.headers
+        return self._whole(ctx, observer.usage, observer.tier_served, headers, body, json=True)
+
+    def _whole(
+        self,
+        ctx: RequestContext,
+        usage: Usage | None,
+        tier_served: Tier | None,
+        upstream: Headers,
+        body: bytes,
+        *,
+        json: bool = False,
+    ) -> Reply:
+        """A whole answer, its headers showing the ``ok`` record's cost and fee; the record is
+        written by :meth:`Reply.delivered`, as the client got it (SPEC §3: a fee only where
+        the client received the answer)."""
+        pending = ctx.priced_record(usage, tier_served, Status.OK, 200, self.settings.fee_rate)
+
+        async def deliver(received: bool) -> None:
+            status = Status.OK if received else Status.CLIENT_CLOSED
+            with anyio.CancelScope(shield=True):
+                await self.record(ctx, usage, tier_served, status, 200)
+
+        headers = reply_headers(ctx, upstream, pending, content_type=json)
+        return Reply(200, headers, body, pending=pending, deliver=deliver)
 
     def _stream_reply(
         self, ctx: RequestContext, response: UpstreamResponse, started: Started | None
@@ -358,15 +378,7 @@ class Engine:
         status: Status,
         http: int,
     ) -> LedgerRecord:
-        priced = price(
-            ctx.prices,
-            usage,
-            tier_served,
-            # a fee only where the client received the answer
-            flex_route=ctx.route is Route.FLEX and status is Status.OK,
-            fee_rate=self.settings.fee_rate,
-        )
-        record = ctx.ledger_record(priced, usage, tier_served, status, http)
+        record = ctx.priced_record(usage, tier_served, status, http, self.settings.fee_rate)
         await self.sink.record(record)  # the store, or its spool when the store is down
         await self._settle(ctx, record)
         if self.on_record is not None:

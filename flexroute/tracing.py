@@ -61,13 +61,14 @@ class Tracer(Protocol):
 
 async def traced(trace: RequestTrace, answer: Awaitable[Reply]) -> Reply:
     """``answer`` awaited inside ``trace``: a reply without a record (a refusal, an unreachable
-    provider) or an error closes the span; a stream's span ends with its record, in the relay."""
+    provider) or an error closes the span; a stream's span ends with its record, in the relay,
+    a whole answer's with its record, once delivered."""
     try:
         reply = await answer
     except BaseException as error:
         trace.close(None, error)
         raise
-    if reply.stream is None:
+    if reply.stream is None and reply.deliver is None:
         trace.close(reply.status)
     return reply
 

@@ -160,9 +160,11 @@ class _Core:
     async def handle(self, engine: Engine, call: Call, read_timeout: float | None) -> Reply:
         try:
             with anyio.fail_after(read_timeout):
-                return await engine.handle(call, self.options.provider)
+                reply = await engine.handle(call, self.options.provider)
         except RequestRejected as error:
             return engine.reject(self.options.provider.error_dialect, error, call.request_id)
+        await reply.delivered(True)  # a whole answer is in the caller's process: received
+        return reply
 
     def _on_record(self, record: LedgerRecord) -> None:
         pending = self.pending.get(record.request_id)

@@ -83,6 +83,7 @@ class EngineSender:
             reply = await engine.handle(call, provider)
         except RequestRejected as error:
             reply = engine.reject(provider.error_dialect, error, call.request_id)
+        await reply.delivered(True)  # a whole answer is here, bound for the output file
         body = reply.body
         if reply.stream is not None:  # a forwarded path (embeddings) relays a byte stream
             try:

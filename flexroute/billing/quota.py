@@ -192,18 +192,22 @@ class Quota:
         finally:
             self._releasing = False
 
-    async def headers(self, org_id: str, key_id: str | None) -> list[tuple[str, str]]:
+    async def headers(
+        self, org_id: str, key_id: str | None, pending: LedgerRecord | None = None
+    ) -> list[tuple[str, str]]:
         """``x-flexroute-spend-month-usd`` and, where a spend cap is set,
         ``x-flexroute-spend-cap-usd``: the key's figures when the key has a spend cap, else
-        the organisation's."""
+        the organisation's. ``pending`` is the record of the answer these headers go with,
+        written once it is delivered: its provider cost counts already."""
         if key_id is None:
             return []
         view = await self._view(org_id, key_id)
         org_total, key_total = view.totals()
         org_cap, key_cap = view.caps
+        extra = ZERO if pending is None else pending.actual_cost or ZERO
         if key_cap.spend_cap is not None:
-            return _spend_headers(key_total.spend, key_cap.spend_cap)
-        return _spend_headers(org_total.spend, org_cap.spend_cap)
+            return _spend_headers(key_total.spend + extra, key_cap.spend_cap)
+        return _spend_headers(org_total.spend + extra, org_cap.spend_cap)
 
     # -- pieces -------------------------------------------------------------------------
 

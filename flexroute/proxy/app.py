@@ -36,6 +36,7 @@ from flexroute.proxy.gateway import Access, Caller, Gateway
 from flexroute.proxy.http import (
     ClientGone,
     checked_headers,
+    deliver,
     read_body,
     request_headers,
     send_json,
@@ -130,16 +131,21 @@ class ProxyApp:
         )
         if access is not None:
             call.org_id, call.key_id = access.caller.org_id, access.caller.key_id
-        async with CancelOnDisconnect(receive):
+        async with CancelOnDisconnect(receive) as watch:
             try:
                 reply = await self.engine.handle(call, provider)
             except RequestRejected as error:
                 reply = self._reject(provider, error, call.request_id)
-            if access is not None:
-                reply.headers = access.reply_headers(reply.headers)
-                if self.engine.quota is not None:  # the month's spend (and cap) so far
-                    reply.headers += await self.engine.quota.headers(call.org_id, call.key_id)
-            await send_reply(send, reply)
+            try:
+                if access is not None:
+                    reply.headers = access.reply_headers(reply.headers)
+                    if self.engine.quota is not None:  # the month's spend (and cap) so far
+                        reply.headers += await self.engine.quota.headers(
+                            call.org_id, call.key_id, reply.pending
+                        )
+                await send_reply(send, reply, watch.still_there)
+            finally:  # a whole answer whose last slice never went out: client_closed
+                await deliver(reply, received=False)
 
     async def _admit(
         self, provider: Provider, headers: list[tuple[str, str]], query: str
@@ -300,9 +306,18 @@ class CancelOnDisconnect:
         self._watcher: asyncio.Task[None] | None = None
         self._fired = False
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> CancelOnDisconnect:
         self._task = asyncio.current_task()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    def still_there(self) -> bool:
+        """Whether the client is still connected. Watching stops here, so what follows (a
+        whole answer's record, then its last slice) runs to its end; uvicorn's ``send``
+        returns at once to a client that has gone since."""
+        assert self._watcher is not None
+        self._watcher.cancel()
+        return not self._fired
 
     async def _watch(self) -> None:
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Callable
 from typing import BinaryIO
 
 import anyio
@@ -95,12 +96,18 @@ def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
-async def send_reply(send: Send, reply: Reply) -> None:
+def _present() -> bool:
+    return True
+
+
+async def send_reply(send: Send, reply: Reply, present: Callable[[], bool] = _present) -> None:
+    """Send ``reply``; a whole answer's record is written just before its last slice goes out,
+    ``ok`` if ``present()`` says the client is still there, else ``client_closed``."""
     await send(
         {"type": "http.response.start", "status": reply.status, "headers": _encode(reply.headers)}
     )
     if reply.stream is None:
-        await _send_body(send, reply)
+        await _send_body(send, reply, present)
         return
     stream = reply.stream
     try:
@@ -115,29 +122,59 @@ async def send_reply(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-async def _send_body(send: Send, reply: Reply) -> None:
+async def deliver(reply: Reply, received: bool) -> None:
+    """``reply.delivered(received)``; no-op once delivered. The client present, its watcher
+    has stopped (``CancelOnDisconnect.still_there``) and nothing cancels the write; one that
+    has left may have cancelled the request already, so its write runs in a task of its own
+    to the end: the record is written either way."""
+    if reply.deliver is None:
+        return
+    if received:
+        await reply.delivered(True)
+        return
+    task = asyncio.ensure_future(reply.delivered(received))
+    _DELIVERING.add(task)  # a strong reference while it runs
+    task.add_done_callback(_DELIVERING.discard)
+    await asyncio.shield(task)
+
+
+_DELIVERING: set[asyncio.Task[None]] = set()
+
+
+async def _send_body(send: Send, reply: Reply, present: Callable[[], bool]) -> None:
     """A whole body, with backpressure: sent in slices, each once the client has taken the one
     before (uvicorn's ``send`` waits while the socket's buffer is full), so a client that stops
     reading holds about one slice in flexroute. A body over ``SPILL_BYTES`` first goes to an
     unnamed temporary file and its memory is released: twenty clients that never read 64 MiB
     answers hold 64 KiB each, not 64 MiB (issue 11 item 7). With no room on disk it is sent
-    from memory."""
+    from memory. Its record, if it has one to write, is written before the last slice."""
     body, reply.body = reply.body, b""  # this function holds the body's last reference
-    if len(body) <= SLICE:
+    size = len(body)
+    if size <= SLICE:
+        if reply.deliver is not None:
+            await deliver(reply, present())
         await send({"type": "http.response.body", "body": body})
         return
-    spilled = await _spill(body) if len(body) > SPILL_BYTES else None
+    spilled = await _spill(body) if size > SPILL_BYTES else None
     if spilled is None:
-        for at in range(0, len(body), SLICE):
-            await send(
-                {"type": "http.response.body", "body": body[at : at + SLICE], "more_body": True}
-            )
+        for at in range(0, size, SLICE):
+            await _slice(send, body[at : at + SLICE], at + SLICE >= size, reply, present)
     else:
         del body
         with spilled:
+            sent = 0
             while piece := await anyio.to_thread.run_sync(spilled.read, SLICE):
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                sent += len(piece)
+                await _slice(send, piece, sent >= size, reply, present)
     await send({"type": "http.response.body", "body": b""})
+
+
+async def _slice(
+    send: Send, piece: bytes, last: bool, reply: Reply, present: Callable[[], bool]
+) -> None:
+    if last and reply.deliver is not None:
+        await deliver(reply, present())
+    await send({"type": "http.response.body", "body": piece, "more_body": True})
 
 
 async def _spill(body: bytes) -> BinaryIO | None:
