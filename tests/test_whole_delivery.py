@@ -101,6 +101,20 @@ def record_of(served: Served, request_id: str) -> dict[str, Any] | None:
         raise
 
 
+def metric(served: Served, name: str, **labels: str) -> float:
+    """The sum of ``flexroute_<name>`` samples from ``GET /metrics`` whose labels include
+    ``labels`` (0 when there are none)."""
+    with urllib.request.urlopen(f"{served.base}/metrics", timeout=10) as response:  # noqa: S310
+        text = response.read().decode()
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    total = 0.0
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample.split("{")[0] == f"flexroute_{name}" and all(w in sample for w in wanted):
+            total += float(value)
+    return total
+
+
 def rows_for(ledger: Path, request_id: str) -> list[tuple[str, int]]:
     with sqlite3.connect(ledger) as conn:
         query = "SELECT status, http_status FROM requests WHERE request_id = ?"
@@ -110,7 +124,7 @@ def rows_for(ledger: Path, request_id: str) -> list[tuple[str, int]]:
 class TestAClientThatLeavesMidBody:
     def test_is_recorded_client_closed_without_a_fee(self, tmp_path: Path) -> None:
         """A client that reads the headers and part of a 16 MiB flex answer and closes gets
-        exactly one record: client_closed, fee 0, the provider's cost kept."""
+        exactly one record: client_closed, fee 0, the provider's cost kept; /metrics agrees."""
         with big_answers(tmp_path) as (served, ledger):
             sock, headers, got = ask(served)
             request_id = headers["x-flexroute-request-id"]
@@ -126,12 +140,22 @@ class TestAClientThatLeavesMidBody:
             time.sleep(1.0)  # a second record would have come by now
             assert served.healthy()
             rows = rows_for(ledger, request_id)
+            metrics = {
+                "left": metric(served, "requests_total", status="client_closed"),
+                "ok": metric(served, "requests_total", status="ok"),
+                "fee": metric(served, "fee_usd_total"),
+                "cost": metric(served, "cost_usd_total"),
+            }
         assert record["status"] == "client_closed"
         assert Decimal(record["fee_usd"]) == 0
         assert record["route"] == "flex"
         assert record["tier_served"] == "flex"
         assert Decimal(record["cost_usd"]) == Decimal(headers["x-flexroute-cost-usd"]) > 0
         assert len(rows) == 1
+        assert metrics["left"] == 1
+        assert metrics["ok"] == 0
+        assert metrics["fee"] == 0
+        assert metrics["cost"] > 0
 
 
 class TestAClientThatReadsItAll:
@@ -150,12 +174,14 @@ class TestAClientThatReadsItAll:
             finally:
                 conn.close()
             rows = rows_for(ledger, headers["x-flexroute-request-id"])
+            fee = metric(served, "fee_usd_total")
         assert json.loads(got)["choices"][0]["message"]["content"] == "x" * (ANSWER_MIB * MIB)
         assert record is not None, "the record was not there when the last byte arrived"
         assert record["status"] == "ok"
         assert record["fee_usd"] == headers["x-flexroute-fee-usd"]
         assert Decimal(record["fee_usd"]) > 0
         assert rows == [("ok", 200)]
+        assert fee == float(record["fee_usd"])
 
 
 class TestTheWrapper:
