@@ -56,6 +56,7 @@ def sse(*events: bytes) -> tuple[bytes, ...]:
 class FaultUpstream:
     script: Callable[[Seen], Fault] = lambda seen: Fault()
     seen: list[Seen] = field(default_factory=list)
+    answered: list[Seen] = field(default_factory=list)  # answers whose every chunk was sent
     url: str = ""
     _listener: socket.socket | None = None
     _closed: bool = False
@@ -101,6 +102,8 @@ class FaultUpstream:
                 if i and fault.gap:
                     time.sleep(fault.gap)
                 conn.sendall(chunk)
+            if not fault.stall and not fault.reset:
+                self.answered.append(seen)
             time.sleep(fault.stall)
             if fault.reset:
                 _reset(conn)

@@ -64,9 +64,12 @@ class Served:
 
 
 @contextmanager
-def serve(upstream_url: str, ledger: Path, **settings: str) -> Iterator[Served]:
+def serve(
+    upstream_url: str, ledger: Path, *, environ: dict[str, str] | None = None, **settings: str
+) -> Iterator[Served]:
     """``flexroute serve`` with every provider at ``upstream_url`` (server keys of its own), its
-    ledger in ``ledger``, and ``FLEXROUTE_<NAME>`` settings; stopped with SIGTERM at the end."""
+    ledger in ``ledger``, and ``FLEXROUTE_<NAME>`` settings (plus any other ``environ``);
+    stopped with SIGTERM at the end."""
     port = free_port()
     env = {
         "FLEXROUTE_OPENAI_BASE_URL": f"{upstream_url}/v1",
@@ -77,6 +80,7 @@ def serve(upstream_url: str, ledger: Path, **settings: str) -> Iterator[Served]:
         "GEMINI_API_KEY": "g-server",
         "ANTHROPIC_API_KEY": "a-server",
         **{f"FLEXROUTE_{k.upper()}": v for k, v in settings.items()},
+        **(environ or {}),
     }
     base = f"http://127.0.0.1:{port}"
     args = ["serve", "--port", str(port), "--workers", "1"]

@@ -21,9 +21,12 @@ from tests.serve_process import Served, serve
 MIB = 1024 * 1024
 CLIENTS = 20
 ANSWER_MIB = 64
-# Generous: on this machine it settles near 400 MiB above the idle process (the allocator
-# keeps some of the freed parse buffers); holding the answers was 1,400 MiB above it.
-BOUND = 900 * MIB
+# glibc keeps freed heap memory for reuse, so RSS would stay high after serve lets the answers
+# go: with a fixed mmap threshold every buffer of 64 KiB or more goes back to the system when it
+# is freed, and RSS measures what serve still holds (about 5 MiB above idle here once the
+# answers are on their way from temporary files; holding them is 20 × 64 MiB).
+MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+BOUND = 320 * MIB
 
 
 def chat_answer(mib: int) -> bytes:
@@ -53,26 +56,25 @@ def in_pieces(body: bytes) -> Fault:
 REQUEST = json.dumps({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "hi"}]})
 
 
-def settled_rss(served: Served, seconds: float = 90.0) -> int:
-    """The serve process's RSS once it has stopped changing (five samples within 2%)."""
-    samples: list[int] = []
+def rss_falls_below(served: Served, bound: int, seconds: float = 60.0) -> int:
+    """The serve process's RSS once it is below ``bound``, or the last sample if it never
+    gets there within ``seconds``. Just after the 20 answers arrived from the provider serve
+    holds them (1.2 GB for a few seconds, longer on a loaded machine, while it reads each and
+    writes it to a temporary file): what matters is that it lets them go while the clients
+    are still not reading."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        samples.append(served.rss_bytes())
-        last = samples[-5:]
-        if len(last) == 5 and max(last) - min(last) <= 0.02 * max(last):
-            return last[-1]
+    while (rss := served.rss_bytes()) >= bound and time.monotonic() < deadline:
         time.sleep(0.5)
-    raise AssertionError(f"RSS never settled: {[s // MIB for s in samples[-10:]]} MiB")
+    return rss
 
 
 class TestAClientThatStopsReading:
     def test_twenty_unread_64_mib_answers_do_not_stay_in_memory(self, tmp_path: Path) -> None:
-        """With 20 clients not reading 64 MiB answers, serve's RSS settles far below 20×64 MiB."""
+        """With 20 clients not reading 64 MiB answers, serve's RSS falls far below 20×64 MiB."""
         body = chat_answer(ANSWER_MIB)
         with (
             fault_upstream(lambda seen: in_pieces(body)) as upstream,
-            serve(upstream.url, tmp_path / "ledger.sqlite3") as served,
+            serve(upstream.url, tmp_path / "ledger.sqlite3", environ=MALLOC) as served,
         ):
             idle = served.rss_bytes()
             head = (
@@ -88,10 +90,10 @@ class TestAClientThatStopsReading:
                 clients.append(sock)
             try:
                 deadline = time.monotonic() + 60
-                while len(upstream.seen) < CLIENTS:
-                    assert time.monotonic() < deadline, f"{len(upstream.seen)} reached upstream"
+                while len(upstream.answered) < CLIENTS:  # serve has taken every answer
+                    assert time.monotonic() < deadline, f"{len(upstream.answered)} answers sent"
                     time.sleep(0.2)
-                grown = settled_rss(served) - idle
+                grown = rss_falls_below(served, idle + BOUND) - idle
                 assert served.healthy()
             finally:
                 for sock in clients:
