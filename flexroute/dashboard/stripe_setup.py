@@ -53,7 +53,10 @@ class CardSetup:
 
     async def card_on_file(self, org: Org) -> str | None:
         """The default card's brand, last four digits and expiry, asked of Stripe; None when
-        there is none or Stripe does not answer (the page then says only the card's state)."""
+        there is none or Stripe does not answer (the page then says only the card's state).
+        Stripe is asked only for a ``valid`` card, the one state whose line shows it."""
+        if org.card_status != "valid":
+            return None
         try:
             return await self.processor.default_card(org)
         except PaymentError:
