@@ -7,8 +7,6 @@ from typing import Any
 
 import psycopg
 
-from flexroute.ledger import sessions as s
-
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE requests (
@@ -103,7 +101,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX reservations_org ON reservations (org_id, expires_at)
     """,
-    s.POSTGRES_MIGRATION,
+    """
+    CREATE TABLE dashboard_sessions (
+        session_hash TEXT PRIMARY KEY,
+        org_id TEXT,
+        key_id TEXT,
+        created_at TIMESTAMPTZ NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX dashboard_sessions_expiry ON dashboard_sessions (expires_at)
+    """,
     """
     ALTER TABLE requests ADD COLUMN flex_probability DOUBLE PRECISION
     """,

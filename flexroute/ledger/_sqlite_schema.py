@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 
-from flexroute.ledger import sessions as s
-
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE requests (
@@ -103,7 +101,16 @@ MIGRATIONS: tuple[str, ...] = (
     ) STRICT;
     CREATE INDEX reservations_org ON reservations (org_id, expires_at);
     """,
-    s.SQLITE_MIGRATION,
+    """
+    CREATE TABLE dashboard_sessions (
+        session_hash TEXT PRIMARY KEY,
+        org_id TEXT,
+        key_id TEXT,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX dashboard_sessions_expiry ON dashboard_sessions (expires_at);
+    """,
     """
     ALTER TABLE requests ADD COLUMN flex_probability REAL;
     """,

@@ -65,25 +65,3 @@ def recent_query(columns: str) -> str:
         f"SELECT {columns} FROM requests WHERE org_id = ? "  # noqa: S608 -- fixed columns
         "ORDER BY received_at DESC, request_id DESC LIMIT ?"
     )
-
-
-SQLITE_MIGRATION = """
-    CREATE TABLE dashboard_sessions (
-        session_hash TEXT PRIMARY KEY,
-        org_id TEXT,
-        key_id TEXT,
-        created_at TEXT NOT NULL,
-        expires_at TEXT NOT NULL
-    ) STRICT;
-    CREATE INDEX dashboard_sessions_expiry ON dashboard_sessions (expires_at);
-    """
-POSTGRES_MIGRATION = """
-    CREATE TABLE dashboard_sessions (
-        session_hash TEXT PRIMARY KEY,
-        org_id TEXT,
-        key_id TEXT,
-        created_at TIMESTAMPTZ NOT NULL,
-        expires_at TIMESTAMPTZ NOT NULL
-    );
-    CREATE INDEX dashboard_sessions_expiry ON dashboard_sessions (expires_at)
-    """
