@@ -9,6 +9,7 @@ over: :meth:`Reply.delivered`).
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -308,12 +309,16 @@ class Engine:
         """A whole answer, its headers showing the ``ok`` record's cost and fee; the record is
         written by :meth:`Reply.delivered`, as the client got it (SPEC §3: a fee only where
         the client received the answer)."""
-        pending = ctx.priced_record(usage, tier_served, Status.OK, 200, self.settings.fee_rate)
+        rate = self.settings.fee_rate
+        pending = ctx.priced_record(usage, tier_served, Status.OK, 200, rate)
 
         async def deliver(received: bool) -> None:
-            status = Status.OK if received else Status.CLIENT_CLOSED
+            if received:  # the record its headers showed, completed now
+                record = replace(pending, completed_at=dt.datetime.now(dt.UTC))
+            else:
+                record = ctx.priced_record(usage, tier_served, Status.CLIENT_CLOSED, 200, rate)
             with anyio.CancelScope(shield=True):
-                await self.record(ctx, usage, tier_served, status, 200)
+                await self._write(ctx, record)
 
         headers = reply_headers(ctx, upstream, pending, content_type=json)
         return Reply(200, headers, body, pending=pending, deliver=deliver)
@@ -379,10 +384,13 @@ class Engine:
         http: int,
     ) -> LedgerRecord:
         record = ctx.priced_record(usage, tier_served, status, http, self.settings.fee_rate)
+        await self._write(ctx, record)
+        return record
+
+    async def _write(self, ctx: RequestContext, record: LedgerRecord) -> None:
         await self.sink.record(record)  # the store, or its spool when the store is down
         await self._settle(ctx, record)
         if self.on_record is not None:
             self.on_record(record)
         if ctx.trace is not None:
             ctx.trace.end(record)
-        return record
