@@ -80,8 +80,8 @@ class Sessions:
         self.ttl = ttl
         self._clock = clock
 
-    async def sign_in(self, key: str) -> str | None:
-        """A new session id for a valid, unrevoked flexroute key or the admin key; else None."""
+    async def sign_in(self, key: str) -> Signed | None:
+        """A new session for a valid, unrevoked flexroute key or the admin key; else None."""
         now = self._clock()
         expires = now + dt.timedelta(seconds=self.ttl)
         if self._admin_key and hmac.compare_digest(key.encode(), self._admin_key.encode()):
@@ -95,7 +95,7 @@ class Sessions:
             return None
         session_id = new_token()
         await self.store.create_session(hash_session(session_id), session)
-        return session_id
+        return Signed(session_id, session)
 
     async def load(self, session_id: str | None) -> Signed | None:
         """The live session for a cookie's id: not expired, its key not revoked."""

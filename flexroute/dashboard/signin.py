@@ -106,9 +106,8 @@ class SignIn:
         old = await self.sessions.load(request.cookies.get(s.SESSION_COOKIE))
         if old is not None:  # signing in again replaces the session, never adds one
             await self.sessions.sign_out(old.session_id)
-        session_id = await self.sessions.sign_in(request.field("key"))
-        signed = None if session_id is None else await self.sessions.load(session_id)
-        if session_id is None or signed is None:
+        signed = await self.sessions.sign_in(request.field("key"))
+        if signed is None:
             log.warning("flexroute: dashboard sign-in refused from %s (unknown or revoked "
                         "key)", request.client)  # fmt: skip
             return self._form(
@@ -124,7 +123,7 @@ class SignIn:
         response = Response.redirect(where)
         secure, max_age = request.tls, int(self.sessions.ttl)
         response.headers.append(
-            s.cookie(s.SESSION_COOKIE, session_id, secure=secure, max_age=max_age)
+            s.cookie(s.SESSION_COOKIE, signed.session_id, secure=secure, max_age=max_age)
         )
         response.headers.append(s.cookie(s.SIGNIN_COOKIE, "", secure=secure, max_age=0))
         return response
