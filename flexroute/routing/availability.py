@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EDGES", "Availability", "Estimate", "Key", "Summary"]
+__all__ = ["EDGES", "Availability", "Estimate", "Key", "Summary", "combined"]
 
 # Upper edges of the time buckets, seconds (the first bucket starts at 0; the last is open).
 EDGES: tuple[float, ...] = (
@@ -188,6 +188,17 @@ def estimate_of(summary: Summary, within: float, min_observations: float) -> Est
     )
 
 
+def combined(summaries: Iterable[Summary], now: float, half_life: float) -> Summary:
+    """The sum of ``summaries``, each brought to ``now`` (the inputs stay as they were)."""
+    total = Summary(now)
+    for summary in summaries:
+        other = summary.copy()
+        other.decay_to(now, half_life)
+        other.at = now
+        total.add(other)
+    return total
+
+
 def _cuts_beyond(cuts: list[float], t: float) -> float:
     # a cut counts up to its bucket's upper edge: cuts come at a deadline, and the next
     # request's remaining budget is that deadline's length less a few milliseconds
@@ -291,16 +302,9 @@ class Availability:
 
     def merged(self, key: Key) -> Summary:
         """This process's summary of ``key`` with its peers', brought to now."""
-        now = self.clock()
-        summary = self._own.get(key)
-        merged = Summary(now) if summary is None else summary.copy()
-        merged.decay_to(now, self.half_life)
-        for peer in self.peers().get(key, ()):
-            other = peer.copy()
-            other.decay_to(now, self.half_life)
-            other.at = now
-            merged.add(other)
-        return merged
+        own = self._own.get(key)
+        summaries = [*(() if own is None else (own,)), *self.peers().get(key, ())]
+        return combined(summaries, self.clock(), self.half_life)
 
     def estimate(self, key: Key, within: float) -> Estimate:
         """P(start within ``within`` seconds) for ``key``, from every process's observations."""

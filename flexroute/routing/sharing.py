@@ -34,7 +34,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from flexroute.routing.availability import Availability, Key, Summary
+from flexroute.routing.availability import Availability, Key, Summary, combined
 
 __all__ = ["MAX_SHARED", "Sharing", "files_directory"]
 
@@ -118,14 +118,20 @@ class Sharing:
         """Publish this process's summaries once and read the peers' (never raises)."""
         document = _document(self.process, self.availability.own())
         if self._redis is not None:
-            await self._with_redis(document)
+            peers = await self._with_redis(document)
         elif self.directory is not None:
             try:
-                self.peers = await anyio.to_thread.run_sync(self._with_files, document)
+                peers = await anyio.to_thread.run_sync(self._with_files, document)
             except OSError as error:
                 log.warning("flexroute: flex availability files in %s: %s", self.directory, error)
+                return
+        else:
+            return
+        # Added up once here, not on every request's estimate: one summary per model.
+        now, half_life = self.availability.clock(), self.availability.half_life
+        self.peers = {key: [combined(found, now, half_life)] for key, found in peers.items()}
 
-    async def _with_redis(self, document: bytes) -> None:
+    async def _with_redis(self, document: bytes) -> Peers:
         from redis.exceptions import RedisError
 
         peers: Peers = {}
@@ -147,10 +153,9 @@ class Sharing:
                     error,
                 )
             self._down = True
-            self.peers = {}
-            return
+            return {}
         self._down = False
-        self.peers = peers
+        return peers
 
     def _with_files(self, document: bytes) -> Peers:
         assert self.directory is not None
