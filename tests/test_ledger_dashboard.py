@@ -1,5 +1,5 @@
 """What the dashboard reads and writes in both stores: sessions by hash with expiry, an org's
-latest records, and the fees one invoice covers."""
+latest records, each key's month, and the fees one invoice covers."""
 
 from __future__ import annotations
 
@@ -107,5 +107,33 @@ class TestInvoiceUsage:
             await store.record(later)
             [row] = await store.invoice_usage(invoice.invoice_id)
             assert (row.requests, row.fee, row.model) == (2, Decimal(25), "gpt-5-mini")
+
+        run(store_url, steps)
+
+
+class TestKeyMonths:
+    def test_each_keys_month_as_month_totals_says_in_one_query(self, store_url: str) -> None:
+        """``key_months`` gives every key of the org what ``month_totals`` gives that key,
+        leaving out records before ``since``, another org's, and those with no key."""
+
+        async def steps(store: Store) -> None:
+            since = NOW - dt.timedelta(hours=1)
+            rows = [
+                ("a1", "acme", "k1", "2", NOW),
+                ("a2", "acme", "k1", "3", NOW),
+                ("a3", "acme", "k2", "5", NOW),
+                ("a4", "acme", "k1", "7", since - dt.timedelta(seconds=1)),  # before since
+                ("a5", "acme", None, "11", NOW),  # sidecar mode: no key
+                ("o1", "other", "k1", "13", NOW),  # another org's record
+            ]
+            for request_id, org, key, fee, at in rows:
+                one = record(request_id, fee=fee)
+                await store.record(dataclasses.replace(one, org_id=org, key_id=key, received_at=at))
+            months = await store.key_months("acme", since)
+            assert set(months) == {"k1", "k2"}
+            for key_id, month in months.items():
+                assert month == (await store.month_totals("acme", key_id, since))[1]
+            assert months["k1"].fees == Decimal(5)
+            assert months["k1"].spend == Decimal("0.00035025")  # 2 × actual_cost
 
         run(store_url, steps)

@@ -105,11 +105,10 @@ class KeyRow:
 
 async def key_rows(store: Store, org_id: str, now: dt.datetime) -> list[KeyRow]:
     out = []
-    since = month_start(now)
+    months = await store.key_months(org_id, month_start(now))
     for key in await store.keys(org_id):
         _, caps = await store.caps(org_id, key.key_id)
-        _, month = await store.month_totals(org_id, key.key_id, since)
-        out.append(KeyRow(key, caps, month))
+        out.append(KeyRow(key, caps, months.get(key.key_id, Totals())))  # no records yet: zero
     return out
 
 

@@ -295,6 +295,10 @@ class Store(Protocol):
     async def recent(self, org_id: str, limit: int) -> list[LedgerRecord]:
         """The organisation's latest ``limit`` records, newest first (the dashboard)."""
 
+    async def key_months(self, org_id: str, since: dt.datetime) -> dict[str, Totals]:
+        """Each of the organisation's keys' spend and fees from ``since`` (as
+        ``month_totals`` gives one key's), in one query; a key with no records is absent."""
+
     async def create_session(self, session_hash: str, session: Session) -> None:
         """Store a dashboard session by the hash of its id; drop expired sessions."""
 

@@ -281,6 +281,9 @@ class PostgresStore:
         rows = await self._all(q.pg(s.recent_query(_SELECT)), (org_id, limit))
         return [from_row(row) for row in rows]
 
+    async def key_months(self, org_id: str, since: dt.datetime) -> dict[str, Totals]:
+        return s.key_months_from_rows(await self._all(q.pg(s.KEY_MONTHS), (org_id, since)))
+
     async def create_session(self, session_hash: str, session: s.Session) -> None:
         async with self._conn() as conn, conn.transaction():
             await conn.execute(q.pg(s.DELETE_EXPIRED_SESSIONS), (session.created_at,))

@@ -1,6 +1,7 @@
 """What the dashboard stores about a signed-in browser: a session row keyed by the SHA-256 of
 its random id (the id itself lives only in the browser's HttpOnly cookie), and the latest
-ledger records of an organisation for its Requests page.
+ledger records of an organisation for its Requests page, and each of its keys' month for
+the Keys page.
 
 A session belongs to one organisation and the key it signed in with (``key_id``), or to the
 operator (``org_id`` None). Rows past ``expires_at`` are ignored and deleted whenever a new
@@ -13,6 +14,9 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from typing import Any
+
+from flexroute.ledger.quota import Totals
+from flexroute.money import from_pico
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +69,15 @@ def recent_query(columns: str) -> str:
         f"SELECT {columns} FROM requests WHERE org_id = ? "  # noqa: S608 -- fixed columns
         "ORDER BY received_at DESC, request_id DESC LIMIT ?"
     )
+
+
+# Every key's month in one pass over the organisation's month (index
+# ``requests_org_received``), rather than the quota's per-key query once per key.
+KEY_MONTHS = (
+    "SELECT key_id, COALESCE(SUM(actual_cost_pico), 0), COALESCE(SUM(fee_pico), 0) "
+    "FROM requests WHERE org_id = ? AND received_at >= ? AND key_id IS NOT NULL GROUP BY key_id"
+)
+
+
+def key_months_from_rows(rows: list[tuple[Any, ...]]) -> dict[str, Totals]:
+    return {key_id: Totals(from_pico(int(s)), from_pico(int(f))) for key_id, s, f in rows}

@@ -272,6 +272,12 @@ class SQLiteStore:
         sql = s.recent_query(_COLUMNS)
         return await self._read(lambda db: [_from_row(r) for r in db.execute(sql, (org_id, limit))])
 
+    async def key_months(self, org_id: str, since: dt.datetime) -> dict[str, Totals]:
+        args = (org_id, since.astimezone(dt.UTC).isoformat())
+        return await self._read(
+            lambda db: s.key_months_from_rows(db.execute(s.KEY_MONTHS, args).fetchall())
+        )
+
     async def create_session(self, session_hash: str, session: s.Session) -> None:
         def create(db: sqlite3.Connection) -> None:
             db.execute(s.DELETE_EXPIRED_SESSIONS, (session.created_at.isoformat(),))
