@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from flexroute.catalog import Catalog
@@ -153,7 +153,7 @@ class Metrics:
 
     def planned(self, provider: str, model: str, decision: str) -> None:
         """One adaptive flex plan (see :class:`flexroute.routing.adaptive.Plan`)."""
-        self.decisions.labels(provider, self.model_label(provider, model), decision).inc()
+        self._child(self.decisions, provider, self.model_label(provider, model), decision).inc()
 
     def count(self, event: str) -> None:
         """One more of a gateway event (see ``EVENTS``)."""
@@ -201,30 +201,35 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
         else:
             registry = self.registry
-        extra = _Gauges(gauges or {})
-        registry.register(extra)
-        try:
-            text = generate_latest(registry)
-        finally:
-            registry.unregister(extra)
-        return text + probe_share(registry)
+        # Collected once (in multiprocess mode: every process's files read once); the probe
+        # share is derived from the same decision counters the text shows.
+        families = list(registry.collect())
+        families += [
+            GaugeMetricFamily(f"flexroute_{name}", help_text, value=value)
+            for name, (help_text, value) in (gauges or {}).items()
+        ]
+        share = probe_share(families)
+        if share is not None:
+            families.append(share)
+        return generate_latest(_Families(families))
 
 
-class _Gauges(Collector):
-    def __init__(self, gauges: dict[str, tuple[str, int]]) -> None:
-        self.gauges = gauges
+class _Families(Collector):
+    """Metric families already collected, for ``generate_latest``."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        for name, (help_text, value) in self.gauges.items():
-            yield GaugeMetricFamily(f"flexroute_{name}", help_text, value=value)
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
 
 
-def probe_share(registry: CollectorRegistry) -> bytes:
+def probe_share(families: Iterable[Metric]) -> GaugeMetricFamily | None:
     """``flexroute_flex_probe_share{provider,model}``: of the requests flex was predicted
     unavailable for, the share that probed it (probes ÷ (probes + skipped)), from the
-    decision counters of every process ``registry`` reads."""
+    decision counters among ``families`` (every process's, in multiprocess mode)."""
     counts: dict[tuple[str, str], list[float]] = {}
-    for family in registry.collect():
+    for family in families:
         if family.name != "flexroute_flex_decisions":
             continue
         for sample in family.samples:
@@ -244,19 +249,7 @@ def probe_share(registry: CollectorRegistry) -> bytes:
     for (provider, model), (probes, skipped) in sorted(counts.items()):
         if probes + skipped > 0:
             gauge.add_metric((provider, model), probes / (probes + skipped))
-    if not gauge.samples:
-        return b""
-    registry_of_one = CollectorRegistry()
-    registry_of_one.register(_Family(gauge))
-    return generate_latest(registry_of_one)
-
-
-class _Family(Collector):
-    def __init__(self, family: GaugeMetricFamily) -> None:
-        self.family = family
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield self.family
+    return gauge if gauge.samples else None
 
 
 def fallback_lag_ms(attempt_log: Iterable[dict[str, object]]) -> float | None:
