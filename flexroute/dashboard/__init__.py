@@ -15,8 +15,8 @@ import datetime as dt
 import re
 from collections.abc import Callable
 
-from flexroute.billing.choose import processor_for
 from flexroute.billing.gate import BillingGate
+from flexroute.billing.processors import PaymentProcessor
 from flexroute.billing.stripe_processor import StripeProcessor
 from flexroute.config import Settings
 from flexroute.dashboard.app import PREFIX, Dashboard, Handler, Page, Route
@@ -58,11 +58,12 @@ def build_dashboard(
     store: Store,
     gate: BillingGate | None,
     forget_key: Callable[[str], None],
+    processor: PaymentProcessor,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> Dashboard:
     """The dashboard over the proxy's own store; ``gate`` and ``forget_key`` make a card,
-    a mark-paid or a revocation take effect at once in this process."""
-    processor = processor_for(settings)
+    a mark-paid or a revocation take effect at once in this process; ``processor`` is the
+    proxy's payment processor (Stripe's sets up cards)."""
     cards = None
     if isinstance(processor, StripeProcessor) and settings.stripe_publishable_key:
         on_change = None if gate is None else gate.forget

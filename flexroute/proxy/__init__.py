@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flexroute.billing.choose import processor_for
 from flexroute.billing.gate import BillingGate
+from flexroute.billing.processors import PaymentProcessor
 from flexroute.billing.stripe_processor import StripeProcessor
 from flexroute.billing.webhooks import handle_event
 from flexroute.catalog import Catalog
@@ -51,9 +52,10 @@ def create_app(
         gate_ttl=gate_ttl,
         tracer=tracer,
     )
-    webhook = _stripe_webhook(settings, runtime.store, runtime.gate)
+    processor = processor_for(settings)  # one for the webhook and the Billing page
+    webhook = _stripe_webhook(processor, runtime.store, runtime.gate)
     gateway = Gateway(settings, runtime.store, runtime.limiter, ttl=key_ttl)
-    dashboard = build_dashboard(settings, runtime.store, runtime.gate, gateway.forget)
+    dashboard = build_dashboard(settings, runtime.store, runtime.gate, gateway.forget, processor)
     return ProxyApp(
         runtime.engine,
         SidecarAuth(settings),
@@ -67,8 +69,9 @@ def create_app(
     )
 
 
-def _stripe_webhook(settings: Settings, store: Store, gate: BillingGate) -> WebhookHandler | None:
-    processor = processor_for(settings)
+def _stripe_webhook(
+    processor: PaymentProcessor, store: Store, gate: BillingGate
+) -> WebhookHandler | None:
     if not isinstance(processor, StripeProcessor):
         return None
     stripe_processor = processor
