@@ -177,23 +177,25 @@ class StripeProcessor:
 
     async def earlier_charge(self, org: Org, invoice: Invoice) -> ChargeResult | None:
         """The customer's charges since the invoice was made (listing by customer is strongly
-        consistent, unlike search), each checked by its PaymentIntent's ``invoice_id``."""
+        consistent, unlike search), each checked by its PaymentIntent's ``invoice_id`` (the
+        intents come expanded in the same listing, not fetched one by one)."""
         if org.customer_ref is None:
             return None
         params: Any = {
             "customer": org.customer_ref,
             "created": {"gt": int(invoice.created_at.timestamp()) - 300},  # clocks differ
             "limit": 100,
+            "expand": ["data.payment_intent"],
         }
         charges = await self._call(
             lambda: list(self._client.v1.charges.list(params=params).auto_paging_iter())
         )
         for charge in charges:
-            intent_ref = charge.payment_intent
-            if charge.status not in ("succeeded", "pending") or not intent_ref:
+            intent = charge.payment_intent
+            if charge.status not in ("succeeded", "pending") or not intent:
                 continue
-            intent_id = intent_ref if isinstance(intent_ref, str) else intent_ref.id
-            intent = await self._call(partial(self._client.v1.payment_intents.retrieve, intent_id))
+            if isinstance(intent, str):  # not expanded after all: ask for it
+                intent = await self._call(partial(self._client.v1.payment_intents.retrieve, intent))
             metadata: dict[str, Any] = intent.to_dict().get("metadata") or {}
             if metadata.get("invoice_id") != invoice.invoice_id:
                 continue
