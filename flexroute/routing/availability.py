@@ -177,11 +177,7 @@ def estimate_of(summary: Summary, within: float, min_observations: float) -> Est
     started = sum(w * _share_below(i, within) for i, w in enumerate(summary.starts))
     observations = sum(summary.starts) + summary.refusals + _cuts_beyond(summary.cuts, within)
     p = None if observations < min_observations - 1e-6 else min(1.0, started / observations)
-    curve = tuple(
-        (t, q)
-        for t in (*(e for e in EDGES if e < within), within)
-        if (q := _accepted_share(summary.shape, summary.shape_cuts, t)) is not None
-    )
+    curve = _start_curve(summary.shape, summary.shape_cuts, within)
     shape = sum(summary.shape)
     return Estimate(
         within, p, observations, shape, _tail(summary.shape), summary.refusing_until, curve
@@ -203,6 +199,27 @@ def _cuts_beyond(cuts: list[float], t: float) -> float:
     # a cut counts up to its bucket's upper edge: cuts come at a deadline, and the next
     # request's remaining budget is that deadline's length less a few milliseconds
     return sum(w for i, w in enumerate(cuts) if t <= EDGES[i])
+
+
+def _start_curve(
+    starts: list[float], cuts: list[float], within: float
+) -> tuple[tuple[float, float], ...]:
+    """``(t, q(t))`` at each bucket edge below ``within`` and at ``within``. At an edge every
+    bucket lies wholly below or above it, so ``q`` there is a prefix of ``starts`` over all
+    starts plus a suffix of ``cuts``: the same sums :func:`_accepted_share` makes, without its
+    per-bucket interpolation (one request's estimate reads a dozen edges)."""
+    total = sum(starts)
+    curve = []
+    for k, edge in enumerate(EDGES):
+        if edge >= within:
+            break
+        accepted = total + sum(cuts[k:])
+        if accepted > 0:
+            curve.append((edge, min(1.0, sum(starts[: k + 1]) / accepted)))
+    last = _accepted_share(starts, cuts, within)
+    if last is not None:
+        curve.append((within, last))
+    return tuple(curve)
 
 
 def _accepted_share(starts: list[float], cuts: list[float], t: float) -> float | None:
