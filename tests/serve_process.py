@@ -10,7 +10,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks._procs import free_port, module_process
+from benchmarks._procs import free_port, module_process, rss_bytes
 
 
 @dataclass(frozen=True)
@@ -21,10 +21,10 @@ class Served:
 
     def rss_bytes(self) -> int:
         """The serve process's resident set size, from /proc."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS in /proc status")
+        rss = rss_bytes([self.proc.pid])
+        if rss == 0:
+            raise AssertionError(f"no VmRSS in /proc/{self.proc.pid}/status")
+        return rss
 
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
