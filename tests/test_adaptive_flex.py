@@ -198,6 +198,23 @@ class TestVisible:
         assert main(["flex-status", "--url", "http://127.0.0.1:9"]) == 1
         assert "--url" in capsys.readouterr().err
 
+    @pytest.mark.parametrize("content", [None, "  \n"], ids=["missing", "empty"])
+    def test_flex_status_names_a_bad_key_file(
+        self, tmp_path: Path, content: str | None, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A missing or empty --key-file is one line naming it (as for batch), no traceback."""
+        from flexroute.cli import main
+
+        key_file = tmp_path / "key"
+        if content is not None:
+            key_file.write_text(content)
+        assert (
+            main(["flex-status", "--url", "http://127.0.0.1:9", "--key-file", str(key_file)]) == 2
+        )
+        err = capsys.readouterr().err
+        assert f"--key-file {key_file}" in err
+        assert "Traceback" not in err
+
     def test_flex_status_keeps_the_key_off_a_redirect(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

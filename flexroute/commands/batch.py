@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from flexroute.commands._common import key_from_file
 from flexroute.errors import ConfigError, RequestRejected
 
 __all__ = ["add_parser"]
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         via=args.via,
         model=args.model,
         headers=tuple(_header(h) for h in args.header or ()),
-        key=_key(args.key_file),
+        key=key_from_file(args.key_file),
         max_retries=max(0, args.max_retries),
         progress=False if args.no_progress else None,
     )
@@ -113,19 +114,6 @@ def _header(text: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise ConfigError(f"--header {text!r}: write it as 'NAME: VALUE'")
     return name.strip().lower(), value.strip()
-
-
-def _key(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text()
-    except OSError as error:
-        raise ConfigError(f"--key-file {path}: {error.strerror}") from None
-    key = text.strip()
-    if not key:
-        raise ConfigError(f"--key-file {path} is empty")
-    return key
 
 
 def _positive_int(text: str) -> int:

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from flexroute.commands._common import key_from_file
 from flexroute.table import render_table
 
 __all__ = ["add_parser", "render"]
@@ -88,8 +89,8 @@ def _run(args: argparse.Namespace) -> int:
         {"within": args.within}
     )
     request = urllib.request.Request(url)  # noqa: S310 -- the operator's URL
-    if args.key_file is not None:  # unredirected: a redirect elsewhere never gets the key
-        key = args.key_file.read_text().strip()
+    key = key_from_file(args.key_file)
+    if key is not None:  # unredirected: a redirect elsewhere never gets the key
         request.add_unredirected_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
