@@ -106,8 +106,8 @@ class Settings(BaseSettings):
     flex_half_life: float = Field(default=30.0, gt=0)
     flex_memory: float = Field(default=12.0, gt=1)
     flex_min_observations: float = Field(default=2.0, gt=0)
-    flex_probe_interval: float = Field(default=1.0, ge=0)
-    flex_probe_every: int = Field(default=3, ge=1)
+    flex_probe_interval: float = Field(default=0.5, ge=0)
+    flex_probe_every: int = Field(default=2, ge=1)
 
     # Provider keys held by the server (sidecar mode). Read without the prefix, as the
     # providers' own SDKs do.

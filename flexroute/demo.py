@@ -13,8 +13,7 @@ timeline shows what each met, how adaptive flex routed it and the probability of
 it predicted (``p``): flex in calm, a few fallbacks as the outage begins, then straight to
 standard (``flex-predicted-unavailable``, no wait) while probes watch, and flex again once a
 probe sees it start. The segment is short (one request every 0.4 s), so its proxy follows the
-last 4 attempts rather than 12 and probes every other predicted-down request rather than one
-in three (``WEATHER_SETTINGS``).
+last 4 attempts rather than 12 (``WEATHER_SETTINGS``).
 """
 
 from __future__ import annotations
@@ -129,7 +128,7 @@ _MONEY = ("standard_cost_usd", "cost_usd", "saving_usd", "fee_usd")
 # 5.7 s to 14.8 s, recovering until 16.9 s, calm again; shown from 3 s at 3x speed.
 WEATHER_SEED, WEATHER_START, WEATHER_SPEED = 1, 3.0, 3.0
 WEATHER_EVERY, WEATHER_REQUESTS = 0.4, 20
-WEATHER_SETTINGS = {"flex_memory": 4.0, "flex_probe_every": 2, "flex_probe_interval": 0.5}
+WEATHER_SETTINGS = {"flex_memory": 4.0}
 
 
 WHAT_NEXT = """

@@ -38,7 +38,7 @@ from flexroute.ledger.spool import RecordSink
 from flexroute.providers import Provider
 from flexroute.relay import relay_stream
 from flexroute.routing.adaptive import MODE_HEADER, FlexMode
-from flexroute.routing.decide import Route
+from flexroute.routing.decide import Reason, Route
 from flexroute.routing.flex import GaveUp, ProviderError, Started, run_flex
 from flexroute.routing.streaming import StreamRefusals
 from flexroute.tracing import Tracer, traced
@@ -175,16 +175,18 @@ class Engine:
         # Built now so the fallback costs no serialising at the deadline, when many may fire.
         standard_body = self._body_for(ctx, Tier.STANDARD)
         deadline = ctx.call.received_at + ctx.decision.start_within
-        watch = None
+        watch = hold = None
         if self.advisor is not None and ctx.model is not None:
-            key = (ctx.dialect.provider, ctx.model, ctx.call.org_id)
-            plan = self.advisor.plan(key, deadline - self.clock(), ctx.flex_mode)
+            advisor, key = self.advisor, (ctx.dialect.provider, ctx.model, ctx.call.org_id)
+            plan = advisor.plan(key, deadline - self.clock(), ctx.flex_mode)
             ctx.flex_p, ctx.reason = plan.p, plan.reason
-            watch = self.advisor.watch(key, probe=plan.probe)
+            watch = follow = advisor.follow(key, plan)
             if plan.skip:  # predicted unavailable: straight to standard, nothing waited
                 ctx.route, ctx.flex_wait = Route.FALLBACK, self.clock() - ctx.call.received_at
                 return await self._single(ctx, standard_body, "standard")
             deadline = min(deadline, self.clock() + plan.budget)  # never past start_within
+            if ctx.flex_mode is FlexMode.ADAPTIVE:
+                hold = follow.hold
 
         def send(stream: bool) -> Awaitable[UpstreamResponse]:
             # unstreamed only for a non-streaming client whose model refused to stream
@@ -213,6 +215,7 @@ class Engine:
             if ctx.model is None
             else self.stream_refusals.model(ctx.dialect.provider, ctx.model),
             watch=watch,
+            hold=hold,
         )
         ctx.flex_wait = self.clock() - ctx.call.received_at
         if isinstance(result, Started):
@@ -224,7 +227,10 @@ class Engine:
             ctx.route = Route.FLEX
             return await self._finish_error(ctx, result.status, result.headers, result.body)
         assert isinstance(result, GaveUp)
-        ctx.route, ctx.reason = Route.FALLBACK, ctx.reason or result.reason
+        # a plan's own reason (a shortened budget) says more than the deadline it set, but a
+        # wait stopped because flex turned predicted down says that
+        stopped = result.reason is Reason.PREDICTED_UNAVAILABLE
+        ctx.route, ctx.reason = Route.FALLBACK, (None if stopped else ctx.reason) or result.reason
         return await self._single(ctx, standard_body, "standard")
 
     async def _single(self, ctx: RequestContext, body: bytes, label: str) -> Reply:

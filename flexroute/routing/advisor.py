@@ -2,20 +2,31 @@
 engine asks for them — a plan before a flex request (:func:`flexroute.routing.adaptive.plan`)
 and, while it runs, each attempt's outcome back into the model. Built once per runtime
 (:mod:`flexroute.runtime`), so the proxy, the SDK wrapper and ``flexroute batch`` share it.
+
+A plan is also kept while its request waits on flex (:meth:`Advisor.waiting`): whenever an
+attempt of the same model is refused or cut, the requests still waiting on it are planned again
+for the budgets they were given, and a request that would now be skipped (flex predicted down
+for that budget: ``P < threshold``) stops waiting at once and falls back, reason
+``flex-predicted-unavailable`` — so the requests already in flight when flex goes down wait no
+longer than it takes the model to see it. A probe (:class:`~flexroute.routing.adaptive.Probes`)
+stops at its own first refusal instead — it has learned what it went for — and an attempt of
+it that was accepted waits on for the probe's budget, whatever other requests meet.
+``always`` requests are never held. :class:`Follow` does both for one request.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flexroute.config import Settings
 from flexroute.routing.adaptive import FlexMode, Plan, Policy, Probes, plan
-from flexroute.routing.availability import Availability, Key
-from flexroute.routing.flex import Watch
+from flexroute.routing.availability import Availability, Key, probability
 
-__all__ = ["Advisor"]
+__all__ = ["Advisor", "Follow"]
 
 
 class Advisor:
@@ -33,6 +44,9 @@ class Advisor:
         self.policy = policy
         self.mode = mode  # the operator's default (FLEXROUTE_FLEX_MODE)
         self.on_plan = on_plan
+        # requests waiting on flex, per model: token -> (the budget planned, stop waiting)
+        self._waiting: dict[Key, dict[int, tuple[float, Callable[[], None]]]] = {}
+        self._tokens = itertools.count()
 
     @classmethod
     def from_settings(
@@ -65,22 +79,29 @@ class Advisor:
             self.on_plan(key, chosen)
         return chosen
 
-    def watch(self, key: Key, *, probe: bool = False) -> Watch:
-        """What a flex attempt for ``key`` reports as it ends (see :mod:`routing.flex`);
-        ``probe``: the request probes flex while it is predicted down."""
+    def follow(self, key: Key, chosen: Plan) -> Follow:
+        """What follows one flex request for ``key`` planned as ``chosen``: its attempts'
+        outcomes into the model and, in adaptive mode, its wait (see the module docstring)."""
+        return Follow(self, key, chosen)
 
-        def seen(outcome: str, elapsed: float, retry_after: float | None) -> None:
-            if outcome == "started":
-                if probe:
-                    self.availability.recovered(key)
-                self.availability.started(key, elapsed)
-            elif outcome == "refused":
-                self.availability.refused(key, retry_after)
-            elif outcome in ("cancelled-at-deadline", "client-closed"):
-                self.availability.cut(key, elapsed)
-            # errors, stream refusals and client errors say nothing about capacity
-
-        return seen
+    def _review(self, key: Key) -> None:
+        """Stop the requests waiting on ``key`` that a plan made now would skip: P(start
+        within their budget) below the threshold (P grows with the budget, so one summary and
+        a memo per distinct budget serve them all)."""
+        waiting = self._waiting.get(key)
+        if not waiting:
+            return
+        summary = self.availability.merged(key)
+        threshold, minimum = self.policy.threshold, self.availability.min_observations
+        down: dict[float, bool] = {}
+        for token, (budget, stop) in list(waiting.items()):
+            verdict = down.get(budget)
+            if verdict is None:
+                p, _ = probability(summary, budget, minimum)
+                verdict = down[budget] = p is not None and p < threshold
+            if verdict:
+                del waiting[token]
+                stop()
 
     def status(self, within: float = 1.0, org: str | None = None) -> list[dict[str, Any]]:
         """Every model's current estimate, for ``GET /flexroute/v1/flex`` (``org``: only that
@@ -120,3 +141,51 @@ class Advisor:
                 }
             )
         return out
+
+
+class Follow:
+    """One flex request as the advisor follows it: called with each attempt's outcome (a
+    :data:`~flexroute.routing.flex.Watch`), and :meth:`hold` around its whole wait."""
+
+    __slots__ = ("_stop", "advisor", "key", "plan")
+
+    def __init__(self, advisor: Advisor, key: Key, chosen: Plan) -> None:
+        self.advisor, self.key, self.plan = advisor, key, chosen
+        self._stop: Callable[[], None] | None = None
+
+    def __call__(self, outcome: str, elapsed: float, retry_after: float | None) -> None:
+        advisor, key = self.advisor, self.key
+        availability = advisor.availability
+        if outcome == "started":
+            if self.plan.probe:
+                availability.recovered(key)
+            availability.started(key, elapsed)
+            return
+        if outcome == "refused":
+            availability.refused(key, retry_after)
+            if self.plan.probe and self._stop is not None:
+                self._stop()  # still refusing: what the probe went to learn
+        elif outcome in ("cancelled-at-deadline", "client-closed"):
+            availability.cut(key, elapsed)
+        else:
+            return  # errors, stream refusals and client errors say nothing about capacity
+        advisor._review(key)
+
+    @contextmanager
+    def hold(self, stop: Callable[[], None]) -> Iterator[None]:
+        """While inside, ``stop()`` ends the wait once flex is predicted down for the plan's
+        budget (after a refusal or cut of the model), or, for a probe, at its own refusal
+        (an accepted probe waits on: other requests' refusals do not end it)."""
+        self._stop = stop
+        if self.plan.probe:
+            yield
+            return
+        waiting = self.advisor._waiting.setdefault(self.key, {})
+        token = next(self.advisor._tokens)
+        waiting[token] = (round(self.plan.budget, 2), stop)  # to 10 ms: alike share a memo
+        try:
+            yield
+        finally:
+            waiting.pop(token, None)
+            if not waiting and self.advisor._waiting.get(self.key) is waiting:
+                del self.advisor._waiting[self.key]

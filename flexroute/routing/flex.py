@@ -34,7 +34,7 @@ with its ``elapsed_ms``. ``why`` says what made an attempt go unstreamed.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import anyio
@@ -61,6 +61,9 @@ Send = Callable[[bool], Awaitable[UpstreamResponse]]  # send(stream) -> the resp
 # watch(outcome, seconds since the attempt was sent, Retry-After): each flex attempt as it ends,
 # for the availability model (flexroute.routing.advisor)
 Watch = Callable[[str, float, float | None], None]
+# hold(stop): a context for the whole wait in which the caller may call stop() to end it now
+# (adaptive flex: flex became predicted down for this request's budget meanwhile)
+Hold = Callable[[Callable[[], None]], AbstractContextManager[None]]
 UNKNOWN = "unknown"  # ``billed`` of an attempt the provider may or may not bill
 
 
@@ -187,6 +190,7 @@ class _Mode:
     streaming: ModelStreaming | None  # None: a streaming client, or nothing to remember by
     deadline: float = float("inf")  # a cancellation before it is the client's, not the budget's
     watch: Watch | None = None
+    stopped: bool = False  # the hold stopped the wait: flex predicted down meanwhile
 
 
 async def run_flex(
@@ -201,48 +205,62 @@ async def run_flex(
     backoff: wait_base = DEFAULT_BACKOFF,
     streaming: ModelStreaming | None = None,
     watch: Watch | None = None,
+    hold: Hold | None = None,
 ) -> Started | ProviderError | GaveUp:
     """Run flex attempts until one starts, the deadline passes, or flex is unavailable.
 
     ``assemble`` is True for a non-streaming client; only then may an attempt go unstreamed,
-    as ``streaming`` (this model's memory of refusals) says or a refusal teaches."""
+    as ``streaming`` (this model's memory of refusals) says or a refusal teaches. ``hold``
+    (adaptive flex) may stop the wait early: the attempt is cut as at the deadline and the
+    request gives up with ``flex-predicted-unavailable``."""
     streaming = streaming if assemble else None
     remembered = streaming is not None and not streaming.allowed
     why = "stream-refused-earlier" if remembered else None
     mode = _Mode(not remembered, why, streaming, deadline, watch)
     result: Started | ProviderError | GaveUp = GaveUp(Reason.NOT_STARTED)
-    with anyio.CancelScope(deadline=deadline):
-        try:
-            # The first attempt outside tenacity: its loop costs ~30 µs a request even when
-            # nothing is retried. A refusal is handed to it as attempt 1's outcome, so the
-            # waits, the stop and the numbering are tenacity's exactly as before.
-            refused: _Retry | None = None
+    with anyio.CancelScope(deadline=deadline) as scope:
+
+        def stop() -> None:  # the deadline moves to now: what waits is cut as at a deadline
+            moment = clock()
+            if moment < mode.deadline:  # (at the deadline itself there is nothing to stop)
+                mode.deadline, mode.stopped = moment, True
+                scope.cancel()
+
+        held = nullcontext() if hold is None else hold(stop)
+        with held:
             try:
-                result = await _attempt(send, dialect, wants_usage, assemble, log, clock, mode)
-            except _Retry as error:
-                refused = error
-            if refused is not None:
-                retrying = AsyncRetrying(
-                    retry=retry_if_exception_type(_Retry),
-                    wait=wait_retry_after(backoff),
-                    stop=stop_before_deadline(deadline, clock),
-                    sleep=anyio.sleep,
-                    reraise=True,
-                )
-                async for attempt in retrying:
-                    with attempt:
-                        if refused is not None:  # attempt 1: the outcome it already had
-                            first, refused = refused, None
-                            raise first
-                        result = await _attempt(
-                            send, dialect, wants_usage, assemble, log, clock, mode
-                        )
-        except CapacityRefused:
-            result = GaveUp(Reason.UNAVAILABLE)
-        except StreamingRefused:  # refused at the very deadline: no time left to ask again
-            result = GaveUp(Reason.NOT_STARTED)
-        except UpstreamError:
-            result = GaveUp(Reason.FLEX_ERROR)
+                # The first attempt outside tenacity: its loop costs ~30 µs a request even when
+                # nothing is retried. A refusal is handed to it as attempt 1's outcome, so the
+                # waits, the stop and the numbering are tenacity's exactly as before.
+                refused: _Retry | None = None
+                try:
+                    result = await _attempt(send, dialect, wants_usage, assemble, log, clock, mode)
+                except _Retry as error:
+                    refused = error
+                if refused is not None:
+                    retrying = AsyncRetrying(
+                        retry=retry_if_exception_type(_Retry),
+                        wait=wait_retry_after(backoff),
+                        stop=stop_before_deadline(deadline, clock),
+                        sleep=anyio.sleep,
+                        reraise=True,
+                    )
+                    async for attempt in retrying:
+                        with attempt:
+                            if refused is not None:  # attempt 1: the outcome it already had
+                                first, refused = refused, None
+                                raise first
+                            result = await _attempt(
+                                send, dialect, wants_usage, assemble, log, clock, mode
+                            )
+            except CapacityRefused:
+                result = GaveUp(Reason.UNAVAILABLE)
+            except StreamingRefused:  # refused at the very deadline: no time left to ask again
+                result = GaveUp(Reason.NOT_STARTED)
+            except UpstreamError:
+                result = GaveUp(Reason.FLEX_ERROR)
+    if mode.stopped and isinstance(result, GaveUp) and result.reason is not Reason.FLEX_ERROR:
+        result = GaveUp(Reason.PREDICTED_UNAVAILABLE)
     return result
 
 
