@@ -18,23 +18,15 @@ An attempt ends one of three ways that say something about capacity:
 - **cut** after ``c`` seconds with no output (cancelled at the deadline, or the client left):
   it did not start within ``c`` — and nothing is known about later (a censored observation).
 
-One attempt's chance of starting within ``t`` seconds is the share of observations that say
-"started within ``t``" among those that say anything about ``t``, and its chance of being
-refused the share of refusals::
+The estimate for a wait of ``t`` seconds is the share of observations that say "started within
+``t``" among those that say anything about ``t``::
 
-    a(t) = S(≤ t) / N(t)      ρ(t) = R / N(t)      N(t) = S + R + C(≥ t)
+    P(start within t) = S(≤ t) / (S + R + C(≥ t))
 
 with ``S(≤ t)`` the decayed weight of starts at or before ``t``, ``S`` of all starts, ``R`` of
 refusals and ``C(≥ t)`` of cuts that waited at least ``t`` (a cut shorter than ``t`` says
-nothing about ``t``). A refused request asks again after the ``Retry-After`` (``r``: the
-refusals' decayed mean), as flexroute does, so the estimate for a request with ``t`` seconds
-of budget counts the retries that fit::
-
-    P(start within t) = a(t) + ρ(t) · P(t - r)        (P = 0 for t ≤ 0)
-
-— with refusals taken as independent, which in a burst they are not: it errs towards trying.
-While ``N(t)`` is below ``min_observations`` the estimate is *unknown* and flex is tried as if
-nothing were known.
+nothing about ``t``). While that denominator is below ``min_observations`` the estimate is
+*unknown* and flex is tried as if nothing were known.
 
 Times go into a fixed grid of buckets (:data:`EDGES`): a start counts linearly inside its
 bucket, a cut up to its bucket's upper edge (cuts come at a deadline, which the next
@@ -67,8 +59,6 @@ EDGES: tuple[float, ...] = (
     16.0, 24.0, 32.0, 48.0, 64.0, 128.0, 256.0, 512.0, 900.0,
 )  # fmt: skip
 TAIL = 0.02  # the share of starts allowed beyond the tail
-RETRIES = 16  # refused-and-asked-again rounds counted in P(start within t)
-MIN_RETRY_WAIT = 0.25  # s: a refusal's wait when it gave no Retry-After (flexroute's backoff)
 # (provider, model, organisation): a provider limits per key, so in gateway mode one
 # organisation's refusals (say, its own rate limit) never steer another's requests
 Key = tuple[str, str, str]
@@ -111,7 +101,6 @@ class Summary:
     refusing_until: float = 0.0  # the latest Retry-After's end
     shape: list[float] = field(default_factory=lambda: [0.0] * len(EDGES))
     shape_cuts: list[float] = field(default_factory=lambda: [0.0] * len(EDGES))
-    retry_wait: float = 0.0  # the refusals' Retry-After seconds, weighted as ``refusals``
 
     def decay_to(self, now: float, half_life: float) -> None:
         """Bring the weights to ``now`` (a moment earlier than ``at`` changes nothing)."""
@@ -121,7 +110,6 @@ class Summary:
         self.starts = [w * factor for w in self.starts]
         self.cuts = [w * factor for w in self.cuts]
         self.refusals *= factor
-        self.retry_wait *= factor
         self.shape = [w * factor for w in self.shape]
         self.shape_cuts = [w * factor for w in self.shape_cuts]
         self.at = now
@@ -131,7 +119,6 @@ class Summary:
         self.starts = [w * factor for w in self.starts]
         self.cuts = [w * factor for w in self.cuts]
         self.refusals *= factor
-        self.retry_wait *= factor
 
     def add(self, other: Summary) -> None:
         """Add ``other``'s weights (both already brought to the same moment)."""
@@ -139,13 +126,11 @@ class Summary:
             mine, theirs = getattr(self, name), getattr(other, name)
             setattr(self, name, [a + b for a, b in zip(mine, theirs, strict=True)])
         self.refusals += other.refusals
-        self.retry_wait += other.retry_wait
         self.refusing_until = max(self.refusing_until, other.refusing_until)
 
     def copy(self) -> Summary:
         return Summary(self.at, list(self.starts), list(self.cuts), self.refusals,
-                       self.refusing_until, list(self.shape), list(self.shape_cuts),
-                       self.retry_wait)  # fmt: skip
+                       self.refusing_until, list(self.shape), list(self.shape_cuts))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {n: [round(w, 6) for w in getattr(self, n)] for n in _ARRAYS}
@@ -153,7 +138,6 @@ class Summary:
             "at": self.at,
             "refusals": round(self.refusals, 6),
             "refusing_until": self.refusing_until,
-            "retry_wait": round(self.retry_wait, 6),
         }
 
     @classmethod
@@ -162,13 +146,12 @@ class Summary:
         arrays = {name: [float(w) for w in data[name]] for name in _ARRAYS}
         if any(len(values) != len(EDGES) for values in arrays.values()):
             raise ValueError("summary of another bucket grid")
-        retry_wait = float(data.get("retry_wait", 0.0))  # absent from an older version's
-        values = [w for ws in arrays.values() for w in ws] + [float(data["refusals"]), retry_wait]
+        values = [w for ws in arrays.values() for w in ws] + [float(data["refusals"])]
         if not all(math.isfinite(w) and w >= 0 for w in values):
             raise ValueError("summary weights must be finite and non-negative")
         return cls(float(data["at"]), arrays["starts"], arrays["cuts"], float(data["refusals"]),
                    float(data["refusing_until"]), arrays["shape"],
-                   arrays["shape_cuts"], retry_wait)  # fmt: skip
+                   arrays["shape_cuts"])  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,29 +175,12 @@ class Estimate:
 def probability(
     summary: Summary, within: float, min_observations: float
 ) -> tuple[float | None, float]:
-    """``(P(a request starts within within), observations)`` of ``summary``; P None below
-    ``min_observations``. P grows with ``within``: more starts and retries count, fewer cuts.
-
-    One attempt starts within ``t`` with ``a(t) = S(≤ t) / N(t)`` and is refused with
-    ``ρ(t) = R / N(t)`` (``N(t) = S + R + C(≥ t)``); a refused request asks again after the
-    refusals' mean ``Retry-After`` ``r``, so ``P(t) = a(t) + ρ(t) · P(t - r)`` while ``t > 0``
-    (at most :data:`RETRIES` retries counted; refusals taken as independent)."""
-    total_starts = sum(summary.starts)
-    observations = total_starts + summary.refusals + _cuts_beyond(summary.cuts, within)
-    if observations < min_observations - 1e-6:
-        return None, observations
-    refusals = summary.refusals
-    wait = max(MIN_RETRY_WAIT, summary.retry_wait / refusals if refusals > 0 else 0.0)
-    p, carried, t = 0.0, 1.0, within  # carried: the chance of being refused every time so far
-    for _ in range(RETRIES + 1):
-        n = total_starts + refusals + _cuts_beyond(summary.cuts, t)
-        started = sum(w * _share_below(i, t) for i, w in enumerate(summary.starts))
-        p += carried * started / n
-        carried *= refusals / n
-        t -= wait
-        if t <= 0 or carried < 1e-4:
-            break
-    return min(1.0, p), observations
+    """``(P(start within within), observations)`` of ``summary``; P None below
+    ``min_observations``. P grows with ``within``: more starts count, fewer cuts."""
+    started = sum(w * _share_below(i, within) for i, w in enumerate(summary.starts))
+    observations = sum(summary.starts) + summary.refusals + _cuts_beyond(summary.cuts, within)
+    p = None if observations < min_observations - 1e-6 else min(1.0, started / observations)
+    return p, observations
 
 
 def estimate_of(summary: Summary, within: float, min_observations: float) -> Estimate:
@@ -333,7 +299,6 @@ class Availability:
         """An attempt was refused for capacity, with the provider's ``Retry-After`` if any."""
         summary = self._summary(key)
         summary.refusals += 1.0
-        summary.retry_wait += MIN_RETRY_WAIT if retry_after is None else max(0.0, retry_after)
         if retry_after is not None and retry_after > 0:
             summary.refusing_until = max(summary.refusing_until, self.clock() + retry_after)
 
@@ -343,7 +308,7 @@ class Availability:
         summary = self._summary(key)
         summary.cuts = [0.0] * len(EDGES)
         summary.shape_cuts = [0.0] * len(EDGES)
-        summary.refusals = summary.retry_wait = 0.0
+        summary.refusals = 0.0
         summary.refusing_until = 0.0
 
     def cut(self, key: Key, after: float) -> None:
