@@ -185,8 +185,7 @@ class Engine:
                 ctx.route, ctx.flex_wait = Route.FALLBACK, self.clock() - ctx.call.received_at
                 return await self._single(ctx, standard_body, "standard")
             deadline = min(deadline, self.clock() + plan.budget)  # never past start_within
-            if ctx.flex_mode is FlexMode.ADAPTIVE:
-                hold = follow.hold
+            hold = follow.hold if ctx.flex_mode is FlexMode.ADAPTIVE else None
 
         def send(stream: bool) -> Awaitable[UpstreamResponse]:
             # unstreamed only for a non-streaming client whose model refused to stream
@@ -227,9 +226,7 @@ class Engine:
             ctx.route = Route.FLEX
             return await self._finish_error(ctx, result.status, result.headers, result.body)
         assert isinstance(result, GaveUp)
-        # a plan's own reason (a shortened budget) says more than the deadline it set, but a
-        # wait stopped because flex turned predicted down says that
-        stopped = result.reason is Reason.PREDICTED_UNAVAILABLE
+        stopped = result.reason is Reason.PREDICTED_UNAVAILABLE  # says more than the plan's
         ctx.route, ctx.reason = Route.FALLBACK, (None if stopped else ctx.reason) or result.reason
         return await self._single(ctx, standard_body, "standard")
 
