@@ -3,7 +3,7 @@ engine asks for them — a plan before a flex request (:func:`flexroute.routing.
 and, while it runs, each attempt's outcome back into the model. Built once per runtime
 (:mod:`flexroute.runtime`), so the proxy, the SDK wrapper and ``flexroute batch`` share it.
 
-A plan is also kept while its request waits on flex (:meth:`Advisor.waiting`): whenever an
+A plan is also kept while its request waits on flex (:meth:`Advisor.held`): whenever an
 attempt of the same model is refused or cut, the requests still waiting on it are planned again
 for the budgets they were given, and a request that would now be skipped (flex predicted down
 for that budget: ``P < threshold``) stops waiting at once and falls back, reason
@@ -84,7 +84,22 @@ class Advisor:
         outcomes into the model and, in adaptive mode, its wait (see the module docstring)."""
         return Follow(self, key, chosen)
 
-    def _review(self, key: Key) -> None:
+    @contextmanager
+    def held(self, key: Key, budget: float, stop: Callable[[], None]) -> Iterator[None]:
+        """While inside, a request waiting on flex for ``key`` with ``budget`` seconds is
+        re-planned at each :meth:`review` of ``key``: ``stop()`` (at most once) when flex is
+        predicted down for ``budget``."""
+        waiting = self._waiting.setdefault(key, {})
+        token = next(self._tokens)
+        waiting[token] = (round(budget, 2), stop)  # to 10 ms: requests alike share a memo
+        try:
+            yield
+        finally:
+            waiting.pop(token, None)
+            if not waiting and self._waiting.get(key) is waiting:
+                del self._waiting[key]
+
+    def review(self, key: Key) -> None:
         """Stop the requests waiting on ``key`` that a plan made now would skip: P(start
         within their budget) below the threshold (P grows with the budget, so one summary and
         a memo per distinct budget serve them all)."""
@@ -169,7 +184,7 @@ class Follow:
             availability.cut(key, elapsed)
         else:
             return  # errors, stream refusals and client errors say nothing about capacity
-        advisor._review(key)
+        advisor.review(key)
 
     @contextmanager
     def hold(self, stop: Callable[[], None]) -> Iterator[None]:
@@ -179,13 +194,6 @@ class Follow:
         self._stop = stop
         if self.plan.probe:
             yield
-            return
-        waiting = self.advisor._waiting.setdefault(self.key, {})
-        token = next(self.advisor._tokens)
-        waiting[token] = (round(self.plan.budget, 2), stop)  # to 10 ms: alike share a memo
-        try:
-            yield
-        finally:
-            waiting.pop(token, None)
-            if not waiting and self.advisor._waiting.get(self.key) is waiting:
-                del self.advisor._waiting[self.key]
+        else:
+            with self.advisor.held(self.key, self.plan.budget, stop):
+                yield
