@@ -191,8 +191,8 @@ class Follow:
         """While inside, ``stop()`` ends the wait once flex is predicted down for the plan's
         budget (after a refusal or cut of the model), or, for a probe, at its own refusal
         (an accepted probe waits on: other requests' refusals do not end it)."""
-        self._stop = stop
         if self.plan.probe:
+            self._stop = stop
             yield
         else:
             with self.advisor.held(self.key, self.plan.budget, stop):

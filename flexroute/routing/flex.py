@@ -218,47 +218,46 @@ async def run_flex(
     why = "stream-refused-earlier" if remembered else None
     mode = _Mode(not remembered, why, streaming, deadline, watch)
     result: Started | ProviderError | GaveUp = GaveUp(Reason.NOT_STARTED)
-    with anyio.CancelScope(deadline=deadline) as scope:
+    scope = anyio.CancelScope(deadline=deadline)
 
-        def stop() -> None:  # the deadline moves to now: what waits is cut as at a deadline
-            moment = clock()
-            if moment < mode.deadline:  # (at the deadline itself there is nothing to stop)
-                mode.deadline, mode.stopped = moment, True
-                scope.cancel()
+    def stop() -> None:  # the deadline moves to now: what waits is cut as at a deadline
+        moment = clock()
+        if moment < mode.deadline:  # (at the deadline itself there is nothing to stop)
+            mode.deadline, mode.stopped = moment, True
+            scope.cancel()
 
-        held = nullcontext() if hold is None else hold(stop)
-        with held:
+    with scope, nullcontext() if hold is None else hold(stop):
+        try:
+            # The first attempt outside tenacity: its loop costs ~30 µs a request even when
+            # nothing is retried. A refusal is handed to it as attempt 1's outcome, so the
+            # waits, the stop and the numbering are tenacity's exactly as before.
+            refused: _Retry | None = None
             try:
-                # The first attempt outside tenacity: its loop costs ~30 µs a request even when
-                # nothing is retried. A refusal is handed to it as attempt 1's outcome, so the
-                # waits, the stop and the numbering are tenacity's exactly as before.
-                refused: _Retry | None = None
-                try:
-                    result = await _attempt(send, dialect, wants_usage, assemble, log, clock, mode)
-                except _Retry as error:
-                    refused = error
-                if refused is not None:
-                    retrying = AsyncRetrying(
-                        retry=retry_if_exception_type(_Retry),
-                        wait=wait_retry_after(backoff),
-                        stop=stop_before_deadline(deadline, clock),
-                        sleep=anyio.sleep,
-                        reraise=True,
-                    )
-                    async for attempt in retrying:
-                        with attempt:
-                            if refused is not None:  # attempt 1: the outcome it already had
-                                first, refused = refused, None
-                                raise first
-                            result = await _attempt(
-                                send, dialect, wants_usage, assemble, log, clock, mode
-                            )
-            except CapacityRefused:
-                result = GaveUp(Reason.UNAVAILABLE)
-            except StreamingRefused:  # refused at the very deadline: no time left to ask again
-                result = GaveUp(Reason.NOT_STARTED)
-            except UpstreamError:
-                result = GaveUp(Reason.FLEX_ERROR)
+                result = await _attempt(send, dialect, wants_usage, assemble, log, clock, mode)
+            except _Retry as error:
+                refused = error
+            if refused is not None:
+                retrying = AsyncRetrying(
+                    retry=retry_if_exception_type(_Retry),
+                    wait=wait_retry_after(backoff),
+                    stop=stop_before_deadline(deadline, clock),
+                    sleep=anyio.sleep,
+                    reraise=True,
+                )
+                async for attempt in retrying:
+                    with attempt:
+                        if refused is not None:  # attempt 1: the outcome it already had
+                            first, refused = refused, None
+                            raise first
+                        result = await _attempt(
+                            send, dialect, wants_usage, assemble, log, clock, mode
+                        )
+        except CapacityRefused:
+            result = GaveUp(Reason.UNAVAILABLE)
+        except StreamingRefused:  # refused at the very deadline: no time left to ask again
+            result = GaveUp(Reason.NOT_STARTED)
+        except UpstreamError:
+            result = GaveUp(Reason.FLEX_ERROR)
     if mode.stopped and isinstance(result, GaveUp) and result.reason is not Reason.FLEX_ERROR:
         result = GaveUp(Reason.PREDICTED_UNAVAILABLE)
     return result
