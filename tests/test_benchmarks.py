@@ -84,3 +84,26 @@ class TestPeers:
         exe, why = peers.litellm_status()
         assert exe is None
         assert "--install-litellm" in why
+
+
+class TestSavingsScore:
+    def test_the_state_knowing_router_skips_flex_only_in_an_outage(self) -> None:
+        """The state-knowing reference sends every request whose model is not in an outage
+        (waiting its budget out when flex does not start) and skips the rest, even one the
+        oracle would send."""
+        from benchmarks._traces import NEVER, Planned
+        from benchmarks.savings import score
+
+        def planned(weather: str, queue: float) -> Planned:
+            refusals = None if queue == NEVER else 0
+            return Planned(0.0, "gpt-5-mini", 2_000, 20, refusals, 0.0, queue, weather)
+
+        trace = [planned("calm", 0.1), planned("outage", 0.3), planned("recovery", NEVER)]
+        usage = {"input_tokens": 2_000, "output_tokens": 20}
+        record = {"saving_usd": "0", "tier_served": "standard", "flex_wait_ms": 0}
+        records = [{**record, "usage": usage, "attempt_log": []} for _ in trace]
+        scored = score(trace, records, 1.0)
+        assert scored["knowing_vs_oracle"] == pytest.approx(0.5)
+        assert scored["knowing_wait_mean_ms"] == pytest.approx((100 + 0 + 1000) / 3, abs=0.1)
+        scripted = [Planned(0.0, "gpt-5-mini", 2_000, 20, 0, 0.0, 0.1)]
+        assert score(scripted, records[:1], 1.0)["knowing_vs_oracle"] is None
