@@ -102,6 +102,24 @@ class TestEstimate:
         assert estimate.p == pytest.approx(1.0)
         assert not estimate.refusing(model.clock())
 
+    def test_attempts_sent_before_a_recovery_do_not_bring_the_outage_back(
+        self, clock: Clock
+    ) -> None:
+        """An attempt cut 4 s after it was sent, 1 s after a probe saw flex start again, is
+        evidence about the outage that ended: ignored. One sent after the recovery counts."""
+        model = Availability(half_life=1e9, memory=1e9, min_observations=1.0, clock=clock)
+        model.started(KEY, 0.1)
+        for _ in range(5):
+            model.refused(KEY, None)
+        clock.now += 3.0
+        model.recovered(KEY)
+        model.started(KEY, 0.1)
+        clock.now += 1.0
+        model.cut(KEY, 4.0)  # sent 3 s before the recovery
+        assert model.estimate(KEY, 4.0).p == pytest.approx(1.0)
+        model.cut(KEY, 0.5)  # sent after it
+        assert model.estimate(KEY, 0.5).p == pytest.approx(2 / 3, abs=0.01)
+
     def test_retry_after_marks_flex_refusing_until_then(
         self, model: Availability, clock: Clock
     ) -> None:

@@ -3,6 +3,7 @@ between workers, real Redis between replicas, Redis down, and a real 2-worker ``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -42,6 +43,13 @@ def down(model: Availability, count: int = 5) -> None:
         model.refused(KEY, None)
 
 
+def known(model: Availability) -> float:
+    """P(start within 1 s), which must be known."""
+    p = model.estimate(KEY, 1.0).p
+    assert p is not None
+    return p
+
+
 async def exchange_all(*sharings: Sharing) -> None:
     for sharing in sharings:
         await sharing.exchange()
@@ -60,6 +68,43 @@ class TestFiles:
         assert b.estimate(KEY, 1.0).p == 0.0
         assert b.estimate(KEY, 1.0).observations == pytest.approx(5.0, abs=0.1)
         assert a.estimate(KEY, 1.0).observations == pytest.approx(5.0, abs=0.1)  # not twice
+
+    def test_a_recovery_seen_by_one_worker_ends_the_outage_for_all(self, tmp_path: Path) -> None:
+        """Both workers saw flex refuse; one worker's probe then sees it start. After one
+        exchange the other predicts flex up as well (it forgets its own refusals), and the
+        first no longer counts the other's refusals from before the recovery."""
+        a, b = Availability(memory=1e9), Availability(memory=1e9)
+        sa = Sharing(a, directory=tmp_path, process="a")
+        sb = Sharing(b, directory=tmp_path, process="b")
+        for model in (a, b):
+            model.started(KEY, 0.1)
+            down(model)
+        anyio.run(exchange_all, sa, sb)
+        assert b.estimate(KEY, 1.0).p == pytest.approx(0.2, abs=0.05)
+        a.recovered(KEY)
+        a.started(KEY, 0.1)
+        assert a.estimate(KEY, 1.0).p == pytest.approx(1.0)  # b's refusals predate it
+        anyio.run(sb.exchange)  # b reads a's summary (written at a's first exchange above)
+        assert b.estimate(KEY, 1.0).p == pytest.approx(0.2, abs=0.05)  # not yet published
+        anyio.run(exchange_all, sa, sb)
+        assert b.estimate(KEY, 1.0).p == pytest.approx(1.0)
+        b.refused(KEY, None)  # after the recovery: counts, here and in a
+        anyio.run(exchange_all, sb, sa)
+        assert known(a) < 1.0
+
+    def test_an_old_recovery_leaves_a_new_workers_outage_alone(self, tmp_path: Path) -> None:
+        """A worker that began observing after a peer's last recovery keeps its refusals."""
+        a = Availability(memory=1e9)
+        a.started(KEY, 0.1)
+        a.recovered(KEY)
+        sa = Sharing(a, directory=tmp_path, process="a")
+        time.sleep(0.01)
+        b = Availability(memory=1e9)
+        down(b)
+        sb = Sharing(b, directory=tmp_path, process="b")
+        anyio.run(exchange_all, sa, sb)
+        assert known(b) < 0.3
+        assert known(a) < 0.3
 
     def test_a_dead_workers_file_is_ignored(self, tmp_path: Path) -> None:
         """A summary file not rewritten within the TTL is a dead worker's: left out."""
@@ -149,18 +194,17 @@ class TestRedis:
         assert a.estimate(KEY, 1.0).p == 0.0
 
 
-def test_two_workers_serve_one_model(tmp_path: Path, emu: RunningEmulator) -> None:
-    """`flexroute serve --workers 2` (no Redis): refusals seen by either worker make both
-    skip flex, as GET /flexroute/v1/flex on any worker shows."""
+@contextlib.contextmanager
+def two_workers(tmp_path: Path, emu: RunningEmulator, **settings: str) -> Iterator[str]:
+    """`flexroute serve --workers 2` (no Redis) with ``settings``; yields its URL."""
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
         "FLEXROUTE_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
         "FLEXROUTE_OPENAI_BASE_URL": f"{emu.base_url}/v1",
-        "FLEXROUTE_FLEX_PROBE_INTERVAL": "600",  # no probes: every request is skipped
-        "FLEXROUTE_FLEX_PROBE_EVERY": "1000",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        **settings,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "flexroute.cli", "serve", "--port", str(port), "--workers", "2"],
@@ -169,30 +213,65 @@ def test_two_workers_serve_one_model(tmp_path: Path, emu: RunningEmulator) -> No
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
-        client = openai.OpenAI(api_key="sk-test", base_url=f"{url}/v1", max_retries=0)
-        for _ in range(4):
-            client.chat.completions.create(
-                model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}],
-                extra_body={"start_within": "0.3s"},
-                extra_headers={"x-emulator": "flex_refuse=always;retry_after=0.05"},
-            )  # fmt: skip
-        time.sleep(2.5)  # every worker publishes and reads about once a second
-        reasons = []
-        for _ in range(8):  # new connections: the kernel spreads them over both workers
-            fresh = openai.OpenAI(api_key="sk-test", base_url=f"{url}/v1", max_retries=0)
-            raw = fresh.chat.completions.with_raw_response.create(
-                model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}],
-                extra_body={"start_within": "0.3s"},
-                extra_headers={"x-emulator": "flex_refuse=always;retry_after=0.05"},
-            )  # fmt: skip
-            reasons.append(raw.headers["x-flexroute-reason"])
-            fresh.close()
-        assert reasons == ["flex-predicted-unavailable"] * 8
-        files = list((tmp_path / "metrics" / "flex-availability").glob("*.json"))
-        assert len(files) == 2
-        with urllib.request.urlopen(f"{url}/flexroute/v1/flex", timeout=10) as response:  # noqa: S310
-            models = {m["model"]: m for m in json.loads(response.read())["models"]}
-        assert models["gpt-5-mini"]["p_start_within"] == 0.0
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def ask(url: str, verdict: str) -> str:
+    """One chat request on a new connection (the kernel spreads those over both workers);
+    its ``x-flexroute-reason`` ("" when flex served it)."""
+    with openai.OpenAI(api_key="sk-test", base_url=f"{url}/v1", max_retries=0) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}],
+            extra_body={"start_within": "0.3s"}, extra_headers={"x-emulator": verdict},
+        )  # fmt: skip
+        return raw.headers.get("x-flexroute-reason", "")
+
+
+def estimates(url: str, reads: int = 8) -> set[float | None]:
+    """gpt-5-mini's P(start within 1 s) as ``reads`` fresh connections (both workers) see it."""
+    seen = set()
+    for _ in range(reads):
+        with urllib.request.urlopen(f"{url}/flexroute/v1/flex", timeout=10) as response:  # noqa: S310
+            models = {m["model"]: m for m in json.loads(response.read())["models"]}
+        seen.add(models["gpt-5-mini"]["p_start_within"])
+    return seen
+
+
+REFUSE = "flex_refuse=always;retry_after=0.05"
+START = "flex_queue=0.02;flex_refuse=0"
+
+
+def test_two_workers_serve_one_model(tmp_path: Path, emu: RunningEmulator) -> None:
+    """`flexroute serve --workers 2` (no Redis): refusals seen by either worker make both
+    skip flex, as GET /flexroute/v1/flex on any worker shows."""
+    no_probes = {"FLEXROUTE_FLEX_PROBE_INTERVAL": "600", "FLEXROUTE_FLEX_PROBE_EVERY": "1000"}
+    with two_workers(tmp_path, emu, **no_probes) as url:
+        for _ in range(4):
+            ask(url, REFUSE)
+        time.sleep(2.5)  # every worker publishes and reads about once a second
+        assert [ask(url, REFUSE) for _ in range(8)] == ["flex-predicted-unavailable"] * 8
+        files = list((tmp_path / "metrics" / "flex-availability").glob("*.json"))
+        assert len(files) == 2
+        assert estimates(url, 1) == {0.0}
+
+
+def test_a_probe_in_one_worker_ends_the_skipping_in_both(
+    tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """Flex refused in both workers, then one worker's probe sees it start: within a couple
+    of exchanges both workers predict flex up, neither still counting the refusals."""
+    probes = {"FLEXROUTE_FLEX_PROBE_INTERVAL": "3", "FLEXROUTE_FLEX_PROBE_EVERY": "1"}
+    with two_workers(tmp_path, emu, **probes) as url:
+        for _ in range(4):
+            ask(url, START)
+        for _ in range(12):
+            ask(url, REFUSE)
+        time.sleep(3.5)  # both workers have read each other's refusals; probes may go again
+        down = estimates(url)
+        assert all(p is not None and p < 0.2 for p in down), down
+        assert ask(url, START) == ""  # a probe, in one of the workers: flex started
+        time.sleep(2.5)
+        assert estimates(url) == {1.0}

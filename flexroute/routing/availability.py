@@ -9,7 +9,12 @@ older one ``1 - 1/memory`` of its weight (so the estimate follows the last ``mem
 attempts, however busy the model — flex capacity changes in seconds), and every weight halves
 every ``half_life`` seconds (so a model not tried lately drifts back to *unknown*). A *probe*
 (an attempt made while flex was predicted down) that starts ends the predicted outage: the
-refusals and cuts seen so far are forgotten, as a circuit breaker closes on its first success.
+refusals and cuts seen so far are forgotten, as a circuit breaker closes on its first success,
+and so are those still to come from attempts sent before it (an attempt cut a budget after it
+was sent says how flex was when it was sent, not how it is after the recovery). The moment of
+the recovery travels with the summaries other processes read: there a summary that has not
+seen it yet counts without its refusals and cuts, and a process that reads of a later
+recovery than its own forgets its own outage too.
 An attempt ends one of three ways that say something about capacity:
 
 - **started** after ``s`` seconds (attempt sent → first output): a *start at s*;
@@ -101,6 +106,8 @@ class Summary:
     refusing_until: float = 0.0  # the latest Retry-After's end
     shape: list[float] = field(default_factory=lambda: [0.0] * len(EDGES))
     shape_cuts: list[float] = field(default_factory=lambda: [0.0] * len(EDGES))
+    recovered_at: float = 0.0  # wall seconds of the last recovery this summary has seen
+    since: float = 0.0  # when its process began observing the model (nothing is older)
 
     def decay_to(self, now: float, half_life: float) -> None:
         """Bring the weights to ``now`` (a moment earlier than ``at`` changes nothing)."""
@@ -127,10 +134,26 @@ class Summary:
             setattr(self, name, [a + b for a, b in zip(mine, theirs, strict=True)])
         self.refusals += other.refusals
         self.refusing_until = max(self.refusing_until, other.refusing_until)
+        self.recovered_at = max(self.recovered_at, other.recovered_at)
+        self.since = min(self.since, other.since)
+
+    def missed(self, recovery: float) -> bool:
+        """Whether this summary may hold refusals and cuts from before ``recovery``."""
+        return self.recovered_at < recovery and self.since < recovery
+
+    def forget_outage(self, recovered_at: float) -> None:
+        """A recovery at ``recovered_at``: the refusals and cuts are forgotten (the starts,
+        and the start times of the shape, stay)."""
+        self.cuts = [0.0] * len(EDGES)
+        self.shape_cuts = [0.0] * len(EDGES)
+        self.refusals = 0.0
+        self.refusing_until = 0.0
+        self.recovered_at = max(self.recovered_at, recovered_at)
 
     def copy(self) -> Summary:
         return Summary(self.at, list(self.starts), list(self.cuts), self.refusals,
-                       self.refusing_until, list(self.shape), list(self.shape_cuts))  # fmt: skip
+                       self.refusing_until, list(self.shape), list(self.shape_cuts),
+                       self.recovered_at, self.since)  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {n: [round(w, 6) for w in getattr(self, n)] for n in _ARRAYS}
@@ -138,6 +161,8 @@ class Summary:
             "at": self.at,
             "refusals": round(self.refusals, 6),
             "refusing_until": self.refusing_until,
+            "recovered_at": self.recovered_at,
+            "since": self.since,
         }
 
     @classmethod
@@ -150,8 +175,9 @@ class Summary:
         if not all(math.isfinite(w) and w >= 0 for w in values):
             raise ValueError("summary weights must be finite and non-negative")
         return cls(float(data["at"]), arrays["starts"], arrays["cuts"], float(data["refusals"]),
-                   float(data["refusing_until"]), arrays["shape"],
-                   arrays["shape_cuts"])  # fmt: skip
+                   float(data["refusing_until"]), arrays["shape"], arrays["shape_cuts"],
+                   float(data.get("recovered_at", 0.0)),
+                   float(data.get("since", 0.0)))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +220,16 @@ def estimate_of(summary: Summary, within: float, min_observations: float) -> Est
 
 
 def combined(summaries: Iterable[Summary], now: float, half_life: float) -> Summary:
-    """The sum of ``summaries``, each brought to ``now`` (the inputs stay as they were)."""
-    total = Summary(now)
-    for summary in summaries:
-        other = summary.copy()
+    """The sum of ``summaries``, each brought to ``now`` (the inputs stay as they were). A
+    summary that has not seen the latest recovery among them counts with its outage
+    forgotten: its refusals and cuts are from before that recovery, or from the second or so
+    until the exchange told its process about it."""
+    copies = [summary.copy() for summary in summaries]
+    latest = max((c.recovered_at for c in copies), default=0.0)
+    total = Summary(now, since=min((c.since for c in copies), default=now))
+    for other in copies:
+        if other.missed(latest):
+            other.forget_outage(latest)
         other.decay_to(now, half_life)
         other.at = now
         total.add(other)
@@ -280,7 +312,7 @@ class Availability:
         if summary is None:
             if len(self._own) >= self.max_models:
                 self._forget_oldest()
-            summary = self._own[key] = Summary(now)
+            summary = self._own[key] = Summary(now, since=now)
         summary.decay_to(now, self.half_life)
         summary.discount(self.keep)
         return summary
@@ -288,6 +320,12 @@ class Availability:
     def _forget_oldest(self) -> None:
         oldest = min(self._own, key=lambda k: self._own[k].at)
         del self._own[oldest]
+
+    def _before_recovery(self, key: Key, after: float) -> bool:
+        """Whether an attempt that ended now, ``after`` seconds after it was sent, was sent
+        before ``key``'s last recovery (what it says is about the outage that ended)."""
+        summary = self._own.get(key)
+        return summary is not None and self.clock() - after < summary.recovered_at
 
     def started(self, key: Key, after: float) -> None:
         """An attempt started ``after`` seconds after it was sent."""
@@ -302,17 +340,27 @@ class Availability:
         if retry_after is not None and retry_after > 0:
             summary.refusing_until = max(summary.refusing_until, self.clock() + retry_after)
 
-    def recovered(self, key: Key) -> None:
-        """Flex started for a probe while it was predicted down: the outage is taken as over,
-        its refusals and cuts forgotten (the starts stay)."""
+    def recovered(self, key: Key, at: float | None = None) -> None:
+        """Flex started for a probe while it was predicted down (here, or in another process
+        at ``at``): the outage is taken as over, its refusals and cuts forgotten (the starts
+        stay), and so are those of attempts sent before it that end later."""
         summary = self._summary(key)
-        summary.cuts = [0.0] * len(EDGES)
-        summary.shape_cuts = [0.0] * len(EDGES)
-        summary.refusals = 0.0
-        summary.refusing_until = 0.0
+        summary.forget_outage(self.clock() if at is None else at)
+
+    def adopt_recoveries(self) -> None:
+        """Take on the recoveries the peers have seen since this process's own last one (their
+        summaries are read once a second: until then :func:`combined` forgets the outage)."""
+        for key, found in self.peers().items():
+            latest = max((summary.recovered_at for summary in found), default=0.0)
+            own = self._own.get(key)
+            if own is not None and own.missed(latest):
+                own.forget_outage(latest)
 
     def cut(self, key: Key, after: float) -> None:
-        """An attempt was cancelled ``after`` seconds after it was sent, before any output."""
+        """An attempt was cancelled ``after`` seconds after it was sent, before any output
+        (ignored when it was sent before the model's last recovery)."""
+        if self._before_recovery(key, after):
+            return
         summary, bucket = self._summary(key), _bucket(max(0.0, after))
         summary.cuts[bucket] += 1.0
         summary.shape_cuts[bucket] += 1.0

@@ -130,6 +130,7 @@ class Sharing:
         # Added up once here, not on every request's estimate: one summary per model.
         now, half_life = self.availability.clock(), self.availability.half_life
         self.peers = {key: [combined(found, now, half_life)] for key, found in peers.items()}
+        self.availability.adopt_recoveries()
 
     async def _with_redis(self, document: bytes) -> Peers:
         from redis.exceptions import RedisError
