@@ -159,6 +159,8 @@ class TestEstimate:
             Summary.from_json({**good, "starts": [1.0]})
         with pytest.raises(ValueError, match="non-negative"):
             Summary.from_json({**good, "refusals": -1})
+        with pytest.raises(ValueError, match="finite"):
+            Summary.from_json({**good, "recovered_at": float("nan")})
 
 
 def estimate_for(model: Availability, within: float) -> object:

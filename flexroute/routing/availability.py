@@ -171,13 +171,13 @@ class Summary:
         arrays = {name: [float(w) for w in data[name]] for name in _ARRAYS}
         if any(len(values) != len(EDGES) for values in arrays.values()):
             raise ValueError("summary of another bucket grid")
-        values = [w for ws in arrays.values() for w in ws] + [float(data["refusals"])]
+        moments = [float(data.get(name, 0.0)) for name in ("recovered_at", "since")]
+        values = [w for ws in arrays.values() for w in ws] + [float(data["refusals"]), *moments]
         if not all(math.isfinite(w) and w >= 0 for w in values):
-            raise ValueError("summary weights must be finite and non-negative")
+            raise ValueError("summary weights and moments must be finite and non-negative")
         return cls(float(data["at"]), arrays["starts"], arrays["cuts"], float(data["refusals"]),
                    float(data["refusing_until"]), arrays["shape"], arrays["shape_cuts"],
-                   float(data.get("recovered_at", 0.0)),
-                   float(data.get("since", 0.0)))  # fmt: skip
+                   *moments)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,12 +340,11 @@ class Availability:
         if retry_after is not None and retry_after > 0:
             summary.refusing_until = max(summary.refusing_until, self.clock() + retry_after)
 
-    def recovered(self, key: Key, at: float | None = None) -> None:
-        """Flex started for a probe while it was predicted down (here, or in another process
-        at ``at``): the outage is taken as over, its refusals and cuts forgotten (the starts
-        stay), and so are those of attempts sent before it that end later."""
-        summary = self._summary(key)
-        summary.forget_outage(self.clock() if at is None else at)
+    def recovered(self, key: Key) -> None:
+        """Flex started for a probe while it was predicted down: the outage is taken as over,
+        its refusals and cuts forgotten (the starts stay), and so are those of attempts sent
+        before it that end later."""
+        self._summary(key).forget_outage(self.clock())
 
     def adopt_recoveries(self) -> None:
         """Take on the recoveries the peers have seen since this process's own last one (their
