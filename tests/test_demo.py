@@ -44,7 +44,9 @@ class TestDemo:
         assert all(states[i] != "outage" for i in served)
         assert any(i < outage and states[i] == "calm" for i in served)
         assert any(i > outage and states[i] in ("recovery", "calm") for i in served)
-        # adaptive flex: once the outage is seen, requests go straight to standard
+        # adaptive flex: once the outage is seen, requests go straight to standard (they
+        # overlap, a 1 s budget every 0.4 s: the first request of the outage may still be
+        # waiting when the next ones' refusals show it, and stop then)
         skipped = [i for i, row in enumerate(rows) if "flex-predicted-unavailable" in row]
         assert skipped
-        assert min(skipped) > outage  # only after the outage was seen
+        assert min(skipped) >= outage  # never before the outage
