@@ -226,7 +226,7 @@ def combined(summaries: Iterable[Summary], now: float, half_life: float) -> Summ
     until the exchange told its process about it."""
     copies = [summary.copy() for summary in summaries]
     latest = max((c.recovered_at for c in copies), default=0.0)
-    total = Summary(now, since=min((c.since for c in copies), default=now))
+    total = Summary(now, since=now)  # add() keeps the earliest since of the inputs
     for other in copies:
         if other.missed(latest):
             other.forget_outage(latest)
