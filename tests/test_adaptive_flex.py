@@ -76,6 +76,35 @@ class TestSkipping:
         assert record["reason"] == "flex-predicted-unavailable"
         assert raw.parse().choices[0].message.content
 
+    def test_a_wave_of_refusals_that_retries_get_through_is_not_skipped(
+        self, adaptive: Proxy, emulator: Any
+    ) -> None:
+        """Every request refused once (Retry-After 0.1 s), then started: half the attempts are
+        refusals, but a 1 s budget holds the retry, so the estimate for it stays near 1 (not
+        the half of the attempts that started) and requests alike go on being served by flex."""
+        client = adaptive.client()
+        wave = "flex_refuse=1;retry_after=0.1;flex_queue=0.01"
+        for _ in range(6):
+            raw = chat(client, wave)
+            assert raw.headers["x-flexroute-route"] == "flex"
+        record = adaptive.record(raw.headers["x-flexroute-request-id"])
+        assert record["flex_probability"] > 0.9
+        assert flex_tries(emulator, raw.headers["x-flexroute-request-id"]) == 2
+
+    def test_a_refused_request_stops_where_retries_are_refused_too(
+        self, adaptive: Proxy, emulator: Any
+    ) -> None:
+        """Flex taking first attempts now and then but never a retry: a request that is
+        refused, and refused again on its retry, falls back then, not at its 4 s deadline."""
+        client = adaptive.client()
+        for _ in range(3):
+            chat(client, "flex_queue=0.01")
+            chat(client, DOWN)
+        raw = chat(client, DOWN, extra_body={"start_within": "4s"})
+        assert raw.headers["x-flexroute-reason"] == "flex-predicted-unavailable"
+        assert int(raw.headers["x-flexroute-flex-wait-ms"]) < 2_000
+        assert flex_tries(emulator, raw.headers["x-flexroute-request-id"]) == 2  # and retried
+
     def test_always_mode_still_tries_flex(self, adaptive: Proxy, emulator: Any) -> None:
         """x-flex-mode: always spends its budget on flex whatever the model predicts."""
         client = adaptive.client()
@@ -183,9 +212,10 @@ class TestStopping:
         assert always.headers["x-flexroute-reason"] == "flex-not-started-in-time"
         assert int(always.headers["x-flexroute-flex-wait-ms"]) >= 3_900
 
-    def test_a_refused_probe_falls_back_at_once(self, tmp_path: Path, emulator: Any) -> None:
-        """A probe refused with Retry-After 3 s does not wait to ask again: one flex attempt,
-        then standard."""
+    def test_a_probe_refused_twice_falls_back(self, tmp_path: Path, emulator: Any) -> None:
+        """A probe refused with Retry-After 3 s asks once more after it (whether flex takes
+        a retry is what the model needs to know), and falls back at that second refusal
+        instead of waiting 3 s more: two flex attempts, then standard."""
         emulator.reset()
         settings = make_settings(
             tmp_path, emulator.base_url, flex_probe_interval=0.0, flex_probe_every=1
@@ -198,8 +228,9 @@ class TestStopping:
             request_id = raw.headers["x-flexroute-request-id"]
             assert raw.headers["x-flexroute-route"] == "fallback"
             assert raw.headers["x-flexroute-reason"] == "flex-predicted-unavailable"
-            assert flex_tries(emulator, request_id) == 1
-            assert int(raw.headers["x-flexroute-flex-wait-ms"]) < 2_500  # not the 3 s retry
+            assert flex_tries(emulator, request_id) == 2
+            wait = int(raw.headers["x-flexroute-flex-wait-ms"])
+            assert 2_900 <= wait < 5_500  # the first Retry-After, not the second
 
 
 class TestProbing:

@@ -21,6 +21,12 @@ class Clock:
         return self.now
 
 
+def refusing(model: Availability, attempts: int = 5, retry_after: float | None = None) -> None:
+    """Flex refusing everything: a request's first attempt refused, and its retries."""
+    for number in range(attempts):
+        model.refused(KEY, retry_after, retry=number > 0)
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -35,10 +41,9 @@ def model(clock: Clock) -> Availability:
 class TestEstimate:
     def test_unknown_until_enough_observations(self, model: Availability) -> None:
         """With fewer than min_observations the estimate is unknown (None), not 0 or 1."""
-        model.refused(KEY, None)
-        model.refused(KEY, None)
+        refusing(model, 2)
         assert model.estimate(KEY, 2.0).p is None
-        model.refused(KEY, None)
+        model.refused(KEY, None, retry=True)
         assert model.estimate(KEY, 2.0).p == 0.0
 
     def test_share_of_starts_within_the_wait(self, model: Availability) -> None:
@@ -48,12 +53,50 @@ class TestEstimate:
         assert model.estimate(KEY, 0.2).p == pytest.approx(0.5)
         assert model.estimate(KEY, 5.0).p == pytest.approx(1.0)
 
-    def test_refusals_count_against_every_wait(self, model: Availability) -> None:
-        """A refused attempt never started: it lowers P at every t."""
-        model.started(KEY, 0.1)
+    def test_refusals_count_against_a_wait_by_what_retries_cannot_make_up(
+        self, model: Availability
+    ) -> None:
+        """Half the first attempts and half the retries refused with Retry-After 1 s: a
+        request with less than 1 s has one attempt (P 0.5); with 1.5 s it also has the retry
+        (0.5 + 0.5 × 0.5); with a minute, retries all but make up for the refusals."""
         model.started(KEY, 0.1)
         model.refused(KEY, 1.0)
-        model.refused(KEY, 1.0)
+        model.started(KEY, 0.1, retry=True)
+        model.refused(KEY, 1.0, retry=True)
+        assert model.estimate(KEY, 0.5).p == pytest.approx(0.5)
+        assert model.estimate(KEY, 1.5).p == pytest.approx(0.75)
+        assert model.estimate(KEY, 60.0).p == pytest.approx(1.0, abs=1e-3)
+
+    def test_flex_refusing_everything_is_down_for_any_budget(self, model: Availability) -> None:
+        """Every attempt refused (the Retry-After short): no number of retries starts one."""
+        refusing(model, 5, 0.1)
+        assert model.estimate(KEY, 60.0).p == 0.0
+
+    def test_a_refusal_without_retry_after_is_retried_after_the_backoff(
+        self, model: Availability
+    ) -> None:
+        """No Retry-After: the retry comes after the backoff's first wait (0.375 s on
+        average), so 0.5 s holds one retry and 0.3 s none."""
+        model.started(KEY, 0.05)
+        model.refused(KEY, None)
+        model.started(KEY, 0.05, retry=True)
+        model.refused(KEY, None, retry=True)
+        assert model.estimate(KEY, 0.3).p == pytest.approx(0.5)
+        assert model.estimate(KEY, 0.5).p == pytest.approx(0.75)
+
+    def test_refusals_whose_retries_are_refused_too_count_as_never_starting(
+        self, model: Availability
+    ) -> None:
+        """Where every retry of a refused request is refused as well, a refusal is a request
+        that does not start, however long its budget: P is the first attempts' start share.
+        Before any retry is seen, a retry is taken to be refused half the time."""
+        for _ in range(2):
+            model.started(KEY, 0.1)
+            model.refused(KEY, 0.2)
+        assert model.estimate(KEY, 60.0).p == pytest.approx(1.0, abs=1e-3)
+        assert model.estimate(KEY, 0.1).p == pytest.approx(0.5)
+        for _ in range(3):
+            model.refused(KEY, 0.2, retry=True)
         assert model.estimate(KEY, 60.0).p == pytest.approx(0.5)
 
     def test_a_cut_says_nothing_beyond_its_wait(self, model: Availability) -> None:
@@ -68,13 +111,14 @@ class TestEstimate:
     def test_old_observations_fade_with_the_half_life(
         self, model: Availability, clock: Clock
     ) -> None:
-        """After one half-life an old observation counts half against a new one."""
+        """After one half-life an old observation counts half against a new one (read for a
+        wait shorter than the backoff, so that no retry changes what the weights say)."""
         for _ in range(4):
             model.refused(KEY, None)
         clock.now += 10.0
         for _ in range(4):
             model.started(KEY, 0.1)
-        estimate = model.estimate(KEY, 1.0)
+        estimate = model.estimate(KEY, 0.3)
         assert estimate.observations == pytest.approx(6.0)
         assert estimate.p == pytest.approx(4 / 6)
 
@@ -85,7 +129,7 @@ class TestEstimate:
             model.started(KEY, 0.1)
         for _ in range(4):
             model.refused(KEY, None)
-        estimate = model.estimate(KEY, 1.0)
+        estimate = model.estimate(KEY, 0.3)
         assert estimate.observations == pytest.approx(4.0, abs=0.01)
         assert estimate.p == pytest.approx(0.75**4, abs=0.01)
 
@@ -150,7 +194,7 @@ class TestEstimate:
         model.peers = lambda: shared
         model.started(KEY, 0.1)
         model.started(KEY, 0.1)
-        assert model.estimate(KEY, 1.0).p == pytest.approx(0.5)
+        assert model.estimate(KEY, 0.3).p == pytest.approx(0.5)
 
     def test_a_malformed_summary_is_refused(self) -> None:
         """A summary of another grid or with negative weights raises instead of merging."""
@@ -175,8 +219,7 @@ class TestPlan:
 
     def test_predicted_down_skips_flex(self, model: Availability) -> None:
         """Below the threshold flex is skipped, reason flex-predicted-unavailable."""
-        for _ in range(5):
-            model.refused(KEY, None)
+        refusing(model)
         chosen = plan(model.estimate(KEY, 2.0), 2.0, FlexMode.ADAPTIVE, Policy(), probe=False)
         assert chosen.skip
         assert str(chosen.reason) == "flex-predicted-unavailable"
@@ -184,15 +227,13 @@ class TestPlan:
 
     def test_always_never_skips_or_shortens(self, model: Availability) -> None:
         """x-flex-mode: always spends the whole budget whatever the model says."""
-        for _ in range(5):
-            model.refused(KEY, None)
+        refusing(model)
         chosen = plan(model.estimate(KEY, 2.0), 2.0, FlexMode.ALWAYS, Policy(), probe=False)
         assert (chosen.budget, chosen.reason, chosen.skip) == (2.0, None, False)
 
     def test_a_probe_tries_flex_while_predicted_down(self, model: Availability) -> None:
         """A request the probe budget allows tries flex although flex is predicted down."""
-        for _ in range(5):
-            model.refused(KEY, None)
+        refusing(model)
         chosen = plan(model.estimate(KEY, 2.0), 2.0, FlexMode.ADAPTIVE, Policy(), probe=True)
         assert chosen.probe
         assert not chosen.skip
@@ -230,8 +271,7 @@ class TestProbes:
     def test_at_most_one_in_every_and_one_per_interval(self, clock: Clock) -> None:
         """Probes come at most once per interval and once in `every` predicted-down requests."""
         model = Availability(memory=1e9, clock=clock)
-        for _ in range(5):
-            model.refused(KEY, None)
+        refusing(model)
         advisor = Advisor(model, Probes(interval=1.0, every=4, clock=clock), Policy())
         kinds = []
         for _ in range(12):
@@ -245,8 +285,7 @@ class TestProbes:
     def test_no_probe_while_retry_after_is_pending(self, clock: Clock) -> None:
         """A probe would be refused before the provider's Retry-After ends: none is sent."""
         model = Availability(half_life=300.0, memory=1e9, clock=clock)
-        for _ in range(5):
-            model.refused(KEY, 30.0)
+        refusing(model, 5, 30.0)
         advisor = Advisor(model, Probes(interval=0.0, every=1, clock=clock), Policy())
         assert advisor.plan(KEY, 2.0, FlexMode.ADAPTIVE).decision == "skipped"
         clock.now += 31.0
@@ -269,3 +308,45 @@ class TestFlexMode:
         assert "'sometimes'" in message
         assert "'adaptive'" in message
         assert "'always'" in message
+
+
+class TestReview:
+    """A request waiting on flex is planned again at each refusal of its model: once refused
+    itself, from its retries only."""
+
+    @pytest.fixture
+    def advisor(self, clock: Clock) -> Advisor:
+        model = Availability(half_life=1e9, memory=1e9, min_observations=2.0, clock=clock)
+        return Advisor(model, Probes(interval=1e9, every=10**6, clock=clock), Policy())
+
+    def waits_after_its_refusal(self, advisor: Advisor) -> bool:
+        """A new request for 4 s, planned, goes to flex and is refused, then its retry too:
+        does it wait on (after the first refusal it always does)?"""
+        chosen = advisor.plan(KEY, 4.0, FlexMode.ADAPTIVE)
+        assert not chosen.skip
+        follow, stopped = advisor.follow(KEY, chosen), []
+        with follow.hold(lambda: stopped.append(True)):
+            follow("refused", 0.01, 0.1)
+            assert not stopped
+            follow("refused", 0.01, 0.1)
+        return not stopped
+
+    def test_it_stops_at_its_refusal_where_retries_are_refused_too(self, advisor: Advisor) -> None:
+        """Half the first attempts start (a new request's P is 0.5: it tries), but every
+        refused request's retries were refused: once refused, it has no chance left."""
+        for _ in range(4):
+            advisor.availability.started(KEY, 0.1)
+            refusing(advisor.availability, 3, 0.1)
+        assert not self.waits_after_its_refusal(advisor)
+
+    def test_it_waits_for_its_retry_where_retries_get_through(self, advisor: Advisor) -> None:
+        """Every first attempt refused, three retries in four started: a wave the retries get
+        through."""
+        for number in range(4):
+            advisor.availability.refused(KEY, 0.1)
+            if number:
+                advisor.availability.started(KEY, 0.1, retry=True)
+            else:
+                advisor.availability.refused(KEY, 0.1, retry=True)
+                advisor.availability.started(KEY, 0.1, retry=True)
+        assert self.waits_after_its_refusal(advisor)

@@ -5,28 +5,54 @@ and, while it runs, each attempt's outcome back into the model. Built once per r
 
 A plan is also kept while its request waits on flex (:meth:`Advisor.held`): whenever an
 attempt of the same model is refused or cut, the requests still waiting on it are planned again
-for the budgets they were given, and a request that would now be skipped (flex predicted down
-for that budget: ``P < threshold``) stops waiting at once and falls back, reason
-``flex-predicted-unavailable`` — so the requests already in flight when flex goes down wait no
-longer than it takes the model to see it. A probe (:class:`~flexroute.routing.adaptive.Probes`)
-stops at its own first refusal instead — it has learned what it went for — and an attempt of
-it that was accepted waits on for the probe's budget, whatever other requests meet.
-``always`` requests are never held. :class:`Follow` does both for one request.
+and a request that would now be skipped (``P < threshold``) stops waiting at once and falls
+back, reason ``flex-predicted-unavailable`` — so the requests already in flight when flex goes
+down wait no longer than it takes the model to see it. A request is planned again for the
+budget it was given, as a new request would be — until its own retry has been refused too:
+from then on for what is left of its budget, from its retries only (``P`` with every first
+attempt refused: where flex refuses retries, it stops there; one refused retry of its own
+first, because a few refused retries of other requests, in a burst that has passed, are thin
+evidence against a request that has not retried yet). A probe
+(:class:`~flexroute.routing.adaptive.Probes`) stops at its own second refusal instead — it has
+then learned what it went for: whether flex takes a first attempt, and whether it takes the
+retry of a refused one (the model counts the two apart) — and an attempt of it that was
+accepted waits on for the probe's budget, whatever other requests meet. ``always`` requests
+are never held. :class:`Follow` does both for one request.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from flexroute.config import Settings
 from flexroute.routing.adaptive import FlexMode, Plan, Policy, Probes, plan
 from flexroute.routing.availability import Availability, Key, probability
 
-__all__ = ["Advisor", "Follow"]
+__all__ = ["Advisor", "Follow", "Waiting"]
+
+_STEP = 0.05  # a refused request's remaining budget is read to this step, rounded down
+
+
+@dataclass(slots=True)
+class Waiting:
+    """One request waiting on flex, as :meth:`Advisor.review` re-plans it."""
+
+    budget: float  # the budget planned, to 10 ms: requests alike share a memo
+    deadline: float  # the model's clock
+    stop: Callable[[], None]
+    refusals: int = 0  # of its attempts
+
+    def question(self, now: float) -> tuple[float, bool]:
+        """(the budget to ask P for, whether from retries only), as a memo key."""
+        if self.refusals < 2:
+            return self.budget, False
+        return math.floor(max(0.0, self.deadline - now) / _STEP) * _STEP, True
 
 
 class Advisor:
@@ -44,8 +70,8 @@ class Advisor:
         self.policy = policy
         self.mode = mode  # the operator's default (FLEXROUTE_FLEX_MODE)
         self.on_plan = on_plan
-        # requests waiting on flex, per model: token -> (the budget planned, stop waiting)
-        self._waiting: dict[Key, dict[int, tuple[float, Callable[[], None]]]] = {}
+        # requests waiting on flex, per model, by token
+        self._waiting: dict[Key, dict[int, Waiting]] = {}
         self._tokens = itertools.count()
 
     @classmethod
@@ -85,15 +111,15 @@ class Advisor:
         return Follow(self, key, chosen)
 
     @contextmanager
-    def held(self, key: Key, budget: float, stop: Callable[[], None]) -> Iterator[None]:
+    def held(self, key: Key, budget: float, stop: Callable[[], None]) -> Iterator[Waiting]:
         """While inside, a request waiting on flex for ``key`` with ``budget`` seconds is
         re-planned at each :meth:`review` of ``key``: ``stop()`` (at most once) when flex is
-        predicted down for ``budget``."""
+        predicted down for it (count its refusals in the entry)."""
         waiting = self._waiting.setdefault(key, {})
         token = next(self._tokens)
-        waiting[token] = (round(budget, 2), stop)  # to 10 ms: requests alike share a memo
+        entry = waiting[token] = Waiting(round(budget, 2), self.availability.clock() + budget, stop)
         try:
-            yield
+            yield entry
         finally:
             waiting.pop(token, None)
             if not waiting and self._waiting.get(key) is waiting:
@@ -101,22 +127,25 @@ class Advisor:
 
     def review(self, key: Key) -> None:
         """Stop the requests waiting on ``key`` that a plan made now would skip: P(start
-        within their budget) below the threshold (P grows with the budget, so one summary and
-        a memo per distinct budget serve them all)."""
+        within their budget, or from their retries within what is left of it) below the
+        threshold (one summary and a memo per distinct question serve them all)."""
         waiting = self._waiting.get(key)
         if not waiting:
             return
         summary = self.availability.merged(key)
         threshold, minimum = self.policy.threshold, self.availability.min_observations
-        down: dict[float, bool] = {}
-        for token, (budget, stop) in list(waiting.items()):
-            verdict = down.get(budget)
+        now = self.availability.clock()
+        down: dict[tuple[float, bool], bool] = {}
+        for token, entry in list(waiting.items()):
+            question = entry.question(now)
+            verdict = down.get(question)
             if verdict is None:
-                p, _ = probability(summary, budget, minimum)
-                verdict = down[budget] = p is not None and p < threshold
+                within, retries = question
+                p, _ = probability(summary, within, minimum, retries_only=retries)
+                verdict = down[question] = p is not None and p < threshold
             if verdict:
                 del waiting[token]
-                stop()
+                entry.stop()
 
     def status(self, within: float = 1.0, org: str | None = None) -> list[dict[str, Any]]:
         """Every model's current estimate, for ``GET /flexroute/v1/flex`` (``org``: only that
@@ -162,26 +191,31 @@ class Follow:
     """One flex request as the advisor follows it: called with each attempt's outcome (a
     :data:`~flexroute.routing.flex.Watch`), and :meth:`hold` around its whole wait."""
 
-    __slots__ = ("_stop", "advisor", "key", "plan")
+    __slots__ = ("_retry", "_stop", "_waiting", "advisor", "key", "plan")
 
     def __init__(self, advisor: Advisor, key: Key, chosen: Plan) -> None:
         self.advisor, self.key, self.plan = advisor, key, chosen
         self._stop: Callable[[], None] | None = None
+        self._waiting: Waiting | None = None
+        self._retry = False  # the next attempt follows a refusal of this request
 
     def __call__(self, outcome: str, elapsed: float, retry_after: float | None) -> None:
-        advisor, key = self.advisor, self.key
+        advisor, key, retry = self.advisor, self.key, self._retry
         availability = advisor.availability
         if outcome == "started":
             if self.plan.probe:
                 availability.recovered(key)
-            availability.started(key, elapsed)
+            availability.started(key, elapsed, retry=retry)
             return
         if outcome == "refused":
-            availability.refused(key, retry_after)
-            if self.plan.probe and self._stop is not None:
-                self._stop()  # still refusing: what the probe went to learn
+            availability.refused(key, retry_after, retry=retry)
+            self._retry = True
+            if self._waiting is not None:
+                self._waiting.refusals += 1
+            if retry and self.plan.probe and self._stop is not None:
+                self._stop()  # still refusing, retries too: what the probe went to learn
         elif outcome in ("cancelled-at-deadline", "client-closed"):
-            availability.cut(key, elapsed)
+            availability.cut(key, elapsed, retry=retry)
         else:
             return  # errors, stream refusals and client errors say nothing about capacity
         advisor.review(key)
@@ -189,11 +223,11 @@ class Follow:
     @contextmanager
     def hold(self, stop: Callable[[], None]) -> Iterator[None]:
         """While inside, ``stop()`` ends the wait once flex is predicted down for the plan's
-        budget (after a refusal or cut of the model), or, for a probe, at its own refusal
+        budget (after a refusal or cut of the model), or, for a probe, at its own second refusal
         (an accepted probe waits on: other requests' refusals do not end it)."""
         if self.plan.probe:
             self._stop = stop
             yield
         else:
-            with self.advisor.held(self.key, self.plan.budget, stop):
+            with self.advisor.held(self.key, self.plan.budget, stop) as self._waiting:
                 yield

@@ -19,19 +19,31 @@ An attempt ends one of three ways that say something about capacity:
 
 - **started** after ``s`` seconds (attempt sent → first output): a *start at s*;
 - **refused** (HTTP 429/503, ``resource_unavailable``, an in-stream ``flex_unavailable``): this
-  attempt never starts. A ``Retry-After`` also marks flex *refusing until* then;
+  attempt never starts, and the request tries again after the ``Retry-After`` (or the backoff,
+  :data:`BACKOFF_WAIT`); the wait is kept with the refusal. A ``Retry-After`` also marks flex
+  *refusing until* then;
 - **cut** after ``c`` seconds with no output (cancelled at the deadline, or the client left):
   it did not start within ``c`` — and nothing is known about later (a censored observation).
 
-The estimate for a wait of ``t`` seconds is the share of observations that say "started within
-``t``" among those that say anything about ``t``::
+What a request needs to know is whether *it* starts within its budget ``t``, retries
+included. Of the accepted attempts, ``q(t)`` had started by ``t``: the share of the accepted
+observations that say anything about ``t``, ``S(≤ t) / (S + C(≥ t))``, with ``S(≤ t)`` the
+decayed weight of starts at or before ``t``, ``S`` of all starts and ``C(≥ t)`` of cuts that
+waited at least ``t`` (a cut shorter than ``t`` says nothing about ``t``; while nothing says,
+``q(t)`` is 1: flex that takes an attempt is taken to start it). A refused attempt
+is tried again after the mean wait ``w`` of the refusals, if that leaves budget. Whether a
+*retry* is refused is counted apart from whether a request's first attempt is — ``r₀`` of the
+first attempts refused, ``r₁`` of the retries (½ while no retry was seen) — because refusals
+are not independent: where flex refuses everything, the retries of a refused request are
+refused too, and where it refuses in a short wave, they get through. The request starts
+within ``t`` with::
 
-    P(start within t) = S(≤ t) / (S + R + C(≥ t))
+    P(start within t) = (1 - r₀) q(t) + r₀ Σₖ r₁ᵏ⁻¹ (1 - r₁) q(t - k·w)    k = 1, 2, … while k·w < t
 
-with ``S(≤ t)`` the decayed weight of starts at or before ``t``, ``S`` of all starts, ``R`` of
-refusals and ``C(≥ t)`` of cuts that waited at least ``t`` (a cut shorter than ``t`` says
-nothing about ``t``). While that denominator is below ``min_observations`` the estimate is
-*unknown* and flex is tried as if nothing were known.
+So refusals lower P at every ``t``, a short ``Retry-After`` inside a long budget lowers it
+little when retries start, and flex that refuses retries too is predicted down for any
+budget. While ``S + R + C(≥ t)`` is below ``min_observations`` the estimate is *unknown* and
+flex is tried as if nothing were known.
 
 Times go into a fixed grid of buckets (:data:`EDGES`): a start counts linearly inside its
 bucket, a cut up to its bucket's upper edge (cuts come at a deadline, which the next
@@ -56,7 +68,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EDGES", "Availability", "Estimate", "Key", "Summary", "combined", "probability"]
+__all__ = [
+    "BACKOFF_WAIT",
+    "EDGES",
+    "Availability",
+    "Estimate",
+    "Key",
+    "Summary",
+    "combined",
+    "probability",
+]
 
 # Upper edges of the time buckets, seconds (the first bucket starts at 0; the last is open).
 EDGES: tuple[float, ...] = (
@@ -64,6 +85,11 @@ EDGES: tuple[float, ...] = (
     16.0, 24.0, 32.0, 48.0, 64.0, 128.0, 256.0, 512.0, 900.0,
 )  # fmt: skip
 TAIL = 0.02  # the share of starts allowed beyond the tail
+# the wait before the retry of a refusal without Retry-After: the first wait of the flex
+# attempt's backoff (flexroute.routing.flex.DEFAULT_BACKOFF, 0.25 s plus up to 0.25 s jitter)
+BACKOFF_WAIT = 0.375
+_MIN_WAIT = 0.05  # a Retry-After of 0 is retried at once: each retry still costs a round trip
+_MAX_RETRIES = 64  # P's sum stops here (and once what is left of it is negligible)
 # (provider, model, organisation): a provider limits per key, so in gateway mode one
 # organisation's refusals (say, its own rate limit) never steer another's requests
 Key = tuple[str, str, str]
@@ -88,6 +114,7 @@ def _share_below(index: int, t: float) -> float:
 
 
 _ARRAYS = ("starts", "cuts", "shape", "shape_cuts")
+_SCALARS = ("refusals", "waits", "retries", "retry_refusals")  # added up like the arrays
 
 
 @dataclass(slots=True)
@@ -108,6 +135,9 @@ class Summary:
     shape_cuts: list[float] = field(default_factory=lambda: [0.0] * len(EDGES))
     recovered_at: float = 0.0  # wall seconds of the last recovery this summary has seen
     since: float = 0.0  # when its process began observing the model (nothing is older)
+    waits: float = 0.0  # the refusals' waits before their retries, weighted like them
+    retries: float = 0.0  # attempts that followed a refusal of their request, weighted alike
+    retry_refusals: float = 0.0  # ...and those of them refused
 
     def decay_to(self, now: float, half_life: float) -> None:
         """Bring the weights to ``now`` (a moment earlier than ``at`` changes nothing)."""
@@ -116,7 +146,7 @@ class Summary:
         factor = 0.5 ** ((now - self.at) / half_life)
         self.starts = [w * factor for w in self.starts]
         self.cuts = [w * factor for w in self.cuts]
-        self.refusals *= factor
+        self._scale(factor)
         self.shape = [w * factor for w in self.shape]
         self.shape_cuts = [w * factor for w in self.shape_cuts]
         self.at = now
@@ -125,14 +155,21 @@ class Summary:
         """Scale the availability evidence by ``factor`` (a newer observation came)."""
         self.starts = [w * factor for w in self.starts]
         self.cuts = [w * factor for w in self.cuts]
+        self._scale(factor)
+
+    def _scale(self, factor: float) -> None:
         self.refusals *= factor
+        self.waits *= factor
+        self.retries *= factor
+        self.retry_refusals *= factor
 
     def add(self, other: Summary) -> None:
         """Add ``other``'s weights (both already brought to the same moment)."""
         for name in _ARRAYS:
             mine, theirs = getattr(self, name), getattr(other, name)
             setattr(self, name, [a + b for a, b in zip(mine, theirs, strict=True)])
-        self.refusals += other.refusals
+        for name in _SCALARS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         self.refusing_until = max(self.refusing_until, other.refusing_until)
         self.recovered_at = max(self.recovered_at, other.recovered_at)
         self.since = min(self.since, other.since)
@@ -146,20 +183,24 @@ class Summary:
         and the start times of the shape, stay)."""
         self.cuts = [0.0] * len(EDGES)
         self.shape_cuts = [0.0] * len(EDGES)
-        self.refusals = 0.0
+        self.refusals = self.waits = self.retries = self.retry_refusals = 0.0
         self.refusing_until = 0.0
         self.recovered_at = max(self.recovered_at, recovered_at)
 
     def copy(self) -> Summary:
         return Summary(self.at, list(self.starts), list(self.cuts), self.refusals,
                        self.refusing_until, list(self.shape), list(self.shape_cuts),
-                       self.recovered_at, self.since)  # fmt: skip
+                       self.recovered_at, self.since, self.waits, self.retries,
+                       self.retry_refusals)  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {n: [round(w, 6) for w in getattr(self, n)] for n in _ARRAYS}
         return data | {
             "at": self.at,
             "refusals": round(self.refusals, 6),
+            "waits": round(self.waits, 6),
+            "retries": round(self.retries, 6),
+            "retry_refusals": round(self.retry_refusals, 6),
             "refusing_until": self.refusing_until,
             "recovered_at": self.recovered_at,
             "since": self.since,
@@ -172,6 +213,9 @@ class Summary:
         if any(len(values) != len(EDGES) for values in arrays.values()):
             raise ValueError("summary of another bucket grid")
         moments = [float(data.get(name, 0.0)) for name in ("recovered_at", "since")]
+        # a summary written before waits were kept: its refusals waited the backoff
+        moments.append(float(data.get("waits", float(data["refusals"]) * BACKOFF_WAIT)))
+        moments += [float(data.get(name, 0.0)) for name in ("retries", "retry_refusals")]
         values = [w for ws in arrays.values() for w in ws] + [float(data["refusals"]), *moments]
         if not all(math.isfinite(w) and w >= 0 for w in values):
             raise ValueError("summary weights and moments must be finite and non-negative")
@@ -199,14 +243,47 @@ class Estimate:
 
 
 def probability(
-    summary: Summary, within: float, min_observations: float
+    summary: Summary, within: float, min_observations: float, *, retries_only: bool = False
 ) -> tuple[float | None, float]:
-    """``(P(start within within), observations)`` of ``summary``; P None below
-    ``min_observations``. P grows with ``within``: more starts count, fewer cuts."""
-    started = sum(w * _share_below(i, within) for i, w in enumerate(summary.starts))
-    observations = sum(summary.starts) + summary.refusals + _cuts_beyond(summary.cuts, within)
-    p = None if observations < min_observations - 1e-6 else min(1.0, started / observations)
-    return p, observations
+    """``(P(start within within), observations)`` of ``summary``, retries included (see the
+    module docstring); P None below ``min_observations``. P grows with ``within``: more starts
+    count, fewer cuts, more retries fit. ``retries_only``: for a request just refused, whose
+    next attempt is a retry (the sum without its first term, ``r₀`` taken as 1)."""
+    starts, refusals = sum(summary.starts), summary.refusals
+    observations = starts + refusals + _cuts_beyond(summary.cuts, within)
+    if observations < min_observations - 1e-6:
+        return None, observations
+    refused_first, retry_refused = _refusal_shares(summary)
+    if retries_only:
+        refused_first = 1.0
+    wait = max(_MIN_WAIT, summary.waits / refusals if refusals > 0 else within)
+    p, left = 0.0, within
+    chance, refused = 1.0 - refused_first, refused_first  # that attempt k is the accepted one
+    for _ in range(_MAX_RETRIES):
+        accepted = _accepted_share(summary.starts, summary.cuts, left)
+        p += chance * (1.0 if accepted is None else accepted)  # None: nothing says
+        left -= wait
+        if left <= 0 or refused < 1e-4:
+            break
+        chance, refused = refused * (1.0 - retry_refused), refused * retry_refused
+    return min(1.0, p), observations
+
+
+def _refusal_shares(summary: Summary) -> tuple[float, float]:
+    """(r₀, r₁): the shares of first attempts and of retries refused. While less than half
+    a retry's weight is left to say, r₁ is ½ — as unknown as a share can be, so that refused
+    requests retry and show whether retries get through (with r₁ taken from r₀, requests
+    stopped at their first refusal in a wave of refusals would never show it)."""
+    attempts = sum(summary.starts) + summary.refusals + sum(summary.cuts)
+    first = attempts - summary.retries
+    first_refusals = summary.refusals - summary.retry_refusals
+    r0 = _share(first_refusals, first) if first > 1e-9 else _share(summary.refusals, attempts)
+    r1 = _share(summary.retry_refusals, summary.retries) if summary.retries >= 0.5 else 0.5
+    return r0, r1
+
+
+def _share(part: float, whole: float) -> float:
+    return 0.0 if whole <= 0 else min(1.0, max(0.0, part / whole))
 
 
 def estimate_of(summary: Summary, within: float, min_observations: float) -> Estimate:
@@ -327,16 +404,21 @@ class Availability:
         summary = self._own.get(key)
         return summary is not None and self.clock() - after < summary.recovered_at
 
-    def started(self, key: Key, after: float) -> None:
-        """An attempt started ``after`` seconds after it was sent."""
+    def started(self, key: Key, after: float, *, retry: bool = False) -> None:
+        """An attempt started ``after`` seconds after it was sent (``retry``: it followed a
+        refusal of its request)."""
         summary, bucket = self._summary(key), _bucket(max(0.0, after))
         summary.starts[bucket] += 1.0
         summary.shape[bucket] += 1.0
+        summary.retries += retry
 
-    def refused(self, key: Key, retry_after: float | None) -> None:
+    def refused(self, key: Key, retry_after: float | None, *, retry: bool = False) -> None:
         """An attempt was refused for capacity, with the provider's ``Retry-After`` if any."""
         summary = self._summary(key)
         summary.refusals += 1.0
+        summary.retries += retry
+        summary.retry_refusals += retry
+        summary.waits += BACKOFF_WAIT if retry_after is None else max(0.0, retry_after)
         if retry_after is not None and retry_after > 0:
             summary.refusing_until = max(summary.refusing_until, self.clock() + retry_after)
 
@@ -355,7 +437,7 @@ class Availability:
             if own is not None and own.missed(latest):
                 own.forget_outage(latest)
 
-    def cut(self, key: Key, after: float) -> None:
+    def cut(self, key: Key, after: float, *, retry: bool = False) -> None:
         """An attempt was cancelled ``after`` seconds after it was sent, before any output
         (ignored when it was sent before the model's last recovery)."""
         if self._before_recovery(key, after):
@@ -363,6 +445,7 @@ class Availability:
         summary, bucket = self._summary(key), _bucket(max(0.0, after))
         summary.cuts[bucket] += 1.0
         summary.shape_cuts[bucket] += 1.0
+        summary.retries += retry
 
     def own(self) -> dict[Key, Summary]:
         """This process's summaries, brought to now (copies: what a process shares)."""
