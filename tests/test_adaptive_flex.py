@@ -267,6 +267,10 @@ class TestVisible:
         assert models["gpt-5-mini"]["state"] in ("predicted-down", "refusing")
         assert models["gpt-5-mini"]["p_start_within"] == 0.0
         assert models["gpt-5-mini"]["refusals"] >= 2
+        # flex refused the first attempts and their retries alike: both shares are 1
+        assert models["gpt-5-mini"]["refused_first_share"] == 1.0
+        assert models["gpt-5-mini"]["refused_retry_share"] == 1.0
+        assert models["gpt-5-nano"]["refused_retry_share"] is None  # no retry seen
         assert models["gpt-5-nano"]["state"] == "unknown"
         assert models["gpt-5-nano"]["starts"] == pytest.approx(1.0, abs=0.05)
 

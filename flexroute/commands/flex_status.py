@@ -29,6 +29,8 @@ COLUMNS = (
     ("observations", "observations", "r"),
     ("starts", "starts", "r"),
     ("refusals", "refusals", "r"),
+    ("r0", "refused_first_share", "r"),
+    ("r1", "refused_retry_share", "r"),
     ("cuts", "cuts", "r"),
     ("tail_s", "start_tail_s", "r"),
     ("refusing_s", "refusing_for_s", "r"),

@@ -32,7 +32,7 @@ from typing import Any
 
 from flexroute.config import Settings
 from flexroute.routing.adaptive import FlexMode, Plan, Policy, Probes, plan
-from flexroute.routing.availability import Availability, Key, probability
+from flexroute.routing.availability import Availability, Key, probability, refusal_shares
 
 __all__ = ["Advisor", "Follow", "Waiting"]
 
@@ -158,6 +158,7 @@ class Advisor:
             estimate = self.availability.estimate(key, within)
             merged = self.availability.merged(key)
             probes, skips = self.probes.counts(key)
+            first, retries = refusal_shares(merged)
             if estimate.p is None:
                 state = "unknown"
             elif estimate.refusing(now):
@@ -177,6 +178,8 @@ class Advisor:
                     "observations": round(estimate.observations, 2),
                     "starts": round(estimate.starts, 2),
                     "refusals": round(merged.refusals, 2),
+                    "refused_first_share": round(first, 4),  # r0 and r1 of the estimate
+                    "refused_retry_share": None if retries is None else round(retries, 4),
                     "cuts": round(sum(merged.cuts), 2),
                     "start_tail_s": estimate.tail,
                     "refusing_for_s": round(max(0.0, estimate.refusing_until - now), 3),

@@ -77,6 +77,7 @@ __all__ = [
     "Summary",
     "combined",
     "probability",
+    "refusal_shares",
 ]
 
 # Upper edges of the time buckets, seconds (the first bucket starts at 0; the last is open).
@@ -247,13 +248,14 @@ def probability(
 ) -> tuple[float | None, float]:
     """``(P(start within within), observations)`` of ``summary``, retries included (see the
     module docstring); P None below ``min_observations``. P grows with ``within``: more starts
-    count, fewer cuts, more retries fit. ``retries_only``: for a request just refused, whose
-    next attempt is a retry (the sum without its first term, ``r₀`` taken as 1)."""
+    count, fewer cuts, more retries fit. ``retries_only``: for a request already refused,
+    whose next attempt is a retry (the sum without its first term, ``r₀`` taken as 1)."""
     starts, refusals = sum(summary.starts), summary.refusals
     observations = starts + refusals + _cuts_beyond(summary.cuts, within)
     if observations < min_observations - 1e-6:
         return None, observations
-    refused_first, retry_refused = _refusal_shares(summary)
+    refused_first, known = refusal_shares(summary)
+    retry_refused = 0.5 if known is None else known  # unknown: as unknown as a share can be
     if retries_only:
         refused_first = 1.0
     wait = max(_MIN_WAIT, summary.waits / refusals if refusals > 0 else within)
@@ -269,16 +271,16 @@ def probability(
     return min(1.0, p), observations
 
 
-def _refusal_shares(summary: Summary) -> tuple[float, float]:
-    """(r₀, r₁): the shares of first attempts and of retries refused. While less than half
-    a retry's weight is left to say, r₁ is ½ — as unknown as a share can be, so that refused
-    requests retry and show whether retries get through (with r₁ taken from r₀, requests
-    stopped at their first refusal in a wave of refusals would never show it)."""
+def refusal_shares(summary: Summary) -> tuple[float, float | None]:
+    """(r₀, r₁): the shares of first attempts and of retries refused; r₁ None while less
+    than half a retry's weight is left to say (P then takes it as ½, so that refused requests
+    retry and show whether retries get through: with r₁ taken from r₀, requests stopped at
+    their first refusal in a wave of refusals would never show it)."""
     attempts = sum(summary.starts) + summary.refusals + sum(summary.cuts)
     first = attempts - summary.retries
     first_refusals = summary.refusals - summary.retry_refusals
     r0 = _share(first_refusals, first) if first > 1e-9 else _share(summary.refusals, attempts)
-    r1 = _share(summary.retry_refusals, summary.retries) if summary.retries >= 0.5 else 0.5
+    r1 = _share(summary.retry_refusals, summary.retries) if summary.retries >= 0.5 else None
     return r0, r1
 
 
