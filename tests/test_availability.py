@@ -3,6 +3,8 @@ functions of what was observed, with an injected clock."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import pytest
 
 from flexroute.errors import RequestRejected
@@ -350,3 +352,23 @@ class TestReview:
                 advisor.availability.refused(KEY, 0.1, retry=True)
                 advisor.availability.started(KEY, 0.1, retry=True)
         assert self.waits_after_its_refusal(advisor)
+
+    def test_accepted_attempts_waiting_long_past_the_tail_count_as_not_starting(
+        self, advisor: Advisor, clock: Clock
+    ) -> None:
+        """Starts came within 0.1 s; ten attempts accepted 1.5 s ago still wait for their
+        first output: flex takes attempts and does not start them, and a new request is
+        skipped before any of them is cut at its deadline."""
+        for _ in range(2):
+            advisor.availability.started(KEY, 0.05)
+        with ExitStack() as held:
+            for _ in range(10):
+                follow = advisor.follow(KEY, advisor.plan(KEY, 4.0, FlexMode.ADAPTIVE))
+                held.enter_context(follow.hold(lambda: None))
+                follow("accepted", 0.01, None)
+            clock.now += 0.5  # within the overdue limit (1 s here)
+            assert advisor.plan(KEY, 4.0, FlexMode.ADAPTIVE).decision == "flex"
+            clock.now += 1.0
+            assert advisor.plan(KEY, 4.0, FlexMode.ADAPTIVE).decision == "skipped"
+            assert advisor.status(4.0)[0]["overdue"] == 10
+        assert advisor.status(4.0)[0]["overdue"] == 0  # they ended

@@ -18,6 +18,12 @@ then learned what it went for: whether flex takes a first attempt, and whether i
 retry of a refused one (the model counts the two apart) — and an attempt of it that was
 accepted waits on for the probe's budget, whatever other requests meet. ``always`` requests
 are never held. :class:`Follow` does both for one request.
+
+An attempt of a held request that the provider has accepted (HTTP 200, no output yet) and that
+has waited more than :data:`OVERDUE` times the model's start tail (at least
+:data:`OVERDUE_FLOOR`) counts, while it waits, as an accepted attempt that will not start —
+in this process's plans and reviews, not in what it shares: where flex takes attempts and
+never starts them, the model learns it before those attempts are cut at their deadlines.
 """
 
 from __future__ import annotations
@@ -32,11 +38,21 @@ from typing import Any
 
 from flexroute.config import Settings
 from flexroute.routing.adaptive import FlexMode, Plan, Policy, Probes, plan
-from flexroute.routing.availability import Availability, Key, probability, refusal_shares
+from flexroute.routing.availability import (
+    Availability,
+    Key,
+    Summary,
+    estimate_of,
+    probability,
+    refusal_shares,
+    start_tail,
+)
 
 __all__ = ["Advisor", "Follow", "Waiting"]
 
 _STEP = 0.05  # a refused request's remaining budget is read to this step, rounded down
+OVERDUE = 2.0  # an accepted attempt waiting this many start tails counts as one that won't start
+OVERDUE_FLOOR = 1.0  # ...and at least this many seconds
 
 
 @dataclass(slots=True)
@@ -47,6 +63,7 @@ class Waiting:
     deadline: float  # the model's clock
     stop: Callable[[], None]
     refusals: int = 0  # of its attempts
+    accepted_at: float | None = None  # its attempt in flight was accepted then (no output yet)
 
     def question(self, now: float) -> tuple[float, bool]:
         """(the budget to ask P for, whether from retries only), as a memo key."""
@@ -95,7 +112,9 @@ class Advisor:
 
     def plan(self, key: Key, remaining: float, mode: FlexMode) -> Plan:
         """How much of ``remaining`` a flex request for ``key`` spends on flex."""
-        estimate = self.availability.estimate(key, remaining)
+        summary = self.availability.merged(key)
+        overdue = self.overdue(key, summary)
+        estimate = estimate_of(summary, remaining, self.availability.min_observations, overdue)
         down = estimate.p is not None and estimate.p < self.policy.threshold
         probe = mode is FlexMode.ADAPTIVE and down and self.probes.allowed(key, estimate)
         chosen = plan(estimate, remaining, mode, self.policy, probe=probe)
@@ -125,6 +144,18 @@ class Advisor:
             if not waiting and self._waiting.get(key) is waiting:
                 del self._waiting[key]
 
+    def overdue(self, key: Key, summary: Summary) -> int:
+        """How many of the attempts held for ``key`` were accepted and have waited past the
+        overdue limit (see the module docstring); 0 while no start says what the tail is."""
+        waiting = self._waiting.get(key)
+        tail = start_tail(summary)
+        if not waiting or tail is None:
+            return 0
+        since = self.availability.clock() - max(OVERDUE_FLOOR, OVERDUE * tail)
+        return sum(
+            1 for e in waiting.values() if e.accepted_at is not None and e.accepted_at < since
+        )
+
     def review(self, key: Key) -> None:
         """Stop the requests waiting on ``key`` that a plan made now would skip: P(start
         within their budget, or from their retries within what is left of it) below the
@@ -135,13 +166,14 @@ class Advisor:
         summary = self.availability.merged(key)
         threshold, minimum = self.policy.threshold, self.availability.min_observations
         now = self.availability.clock()
+        overdue = self.overdue(key, summary)
         down: dict[tuple[float, bool], bool] = {}
         for token, entry in list(waiting.items()):
             question = entry.question(now)
             verdict = down.get(question)
             if verdict is None:
                 within, retries = question
-                p, _ = probability(summary, within, minimum, retries_only=retries)
+                p, _ = probability(summary, within, minimum, retries_only=retries, overdue=overdue)
                 verdict = down[question] = p is not None and p < threshold
             if verdict:
                 del waiting[token]
@@ -155,8 +187,9 @@ class Advisor:
         for key in sorted(self.availability.keys()):
             if org is not None and key[2] != org:
                 continue
-            estimate = self.availability.estimate(key, within)
             merged = self.availability.merged(key)
+            overdue = self.overdue(key, merged)
+            estimate = estimate_of(merged, within, self.availability.min_observations, overdue)
             probes, skips = self.probes.counts(key)
             first, retries = refusal_shares(merged)
             if estimate.p is None:
@@ -181,6 +214,7 @@ class Advisor:
                     "refused_first_share": round(first, 4),  # r0 and r1 of the estimate
                     "refused_retry_share": None if retries is None else round(retries, 4),
                     "cuts": round(sum(merged.cuts), 2),
+                    "overdue": overdue,
                     "start_tail_s": estimate.tail,
                     "refusing_for_s": round(max(0.0, estimate.refusing_until - now), 3),
                     "probes": probes,
@@ -204,7 +238,13 @@ class Follow:
 
     def __call__(self, outcome: str, elapsed: float, retry_after: float | None) -> None:
         advisor, key, retry = self.advisor, self.key, self._retry
-        availability = advisor.availability
+        availability, waiting = advisor.availability, self._waiting
+        if outcome == "accepted":  # the attempt goes on: it may become overdue
+            if waiting is not None:
+                waiting.accepted_at = availability.clock()
+            return
+        if waiting is not None:
+            waiting.accepted_at = None  # the attempt ended
         if outcome == "started":
             if self.plan.probe:
                 availability.recovered(key)
@@ -213,8 +253,8 @@ class Follow:
         if outcome == "refused":
             availability.refused(key, retry_after, retry=retry)
             self._retry = True
-            if self._waiting is not None:
-                self._waiting.refusals += 1
+            if waiting is not None:
+                waiting.refusals += 1
             if retry and self.plan.probe and self._stop is not None:
                 self._stop()  # still refusing, retries too: what the probe went to learn
         elif outcome in ("cancelled-at-deadline", "client-closed"):

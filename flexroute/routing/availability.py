@@ -78,6 +78,7 @@ __all__ = [
     "combined",
     "probability",
     "refusal_shares",
+    "start_tail",
 ]
 
 # Upper edges of the time buckets, seconds (the first bucket starts at 0; the last is open).
@@ -244,14 +245,21 @@ class Estimate:
 
 
 def probability(
-    summary: Summary, within: float, min_observations: float, *, retries_only: bool = False
+    summary: Summary,
+    within: float,
+    min_observations: float,
+    *,
+    retries_only: bool = False,
+    overdue: float = 0.0,
 ) -> tuple[float | None, float]:
     """``(P(start within within), observations)`` of ``summary``, retries included (see the
     module docstring); P None below ``min_observations``. P grows with ``within``: more starts
     count, fewer cuts, more retries fit. ``retries_only``: for a request already refused,
-    whose next attempt is a retry (the sum without its first term, ``r₀`` taken as 1)."""
+    whose next attempt is a retry (the sum without its first term, ``r₀`` taken as 1).
+    ``overdue``: accepted attempts still waiting long past the start tail, counted as
+    accepted attempts that do not start (see :mod:`flexroute.routing.advisor`)."""
     starts, refusals = sum(summary.starts), summary.refusals
-    observations = starts + refusals + _cuts_beyond(summary.cuts, within)
+    observations = starts + refusals + _cuts_beyond(summary.cuts, within) + overdue
     if observations < min_observations - 1e-6:
         return None, observations
     refused_first, known = refusal_shares(summary)
@@ -262,7 +270,7 @@ def probability(
     p, left = 0.0, within
     chance, refused = 1.0 - refused_first, refused_first  # that attempt k is the accepted one
     for _ in range(_MAX_RETRIES):
-        accepted = _accepted_share(summary.starts, summary.cuts, left)
+        accepted = _accepted_share(summary.starts, summary.cuts, left, overdue)
         p += chance * (1.0 if accepted is None else accepted)  # None: nothing says
         left -= wait
         if left <= 0 or refused < 1e-4:
@@ -288,9 +296,11 @@ def _share(part: float, whole: float) -> float:
     return 0.0 if whole <= 0 else min(1.0, max(0.0, part / whole))
 
 
-def estimate_of(summary: Summary, within: float, min_observations: float) -> Estimate:
+def estimate_of(
+    summary: Summary, within: float, min_observations: float, overdue: float = 0.0
+) -> Estimate:
     """The model's estimate of ``summary`` for a wait of ``within`` seconds."""
-    p, observations = probability(summary, within, min_observations)
+    p, observations = probability(summary, within, min_observations, overdue=overdue)
     curve = _start_curve(summary.shape, summary.shape_cuts, within)
     shape = sum(summary.shape)
     return Estimate(
@@ -342,11 +352,19 @@ def _start_curve(
     return tuple(curve)
 
 
-def _accepted_share(starts: list[float], cuts: list[float], t: float) -> float | None:
-    """Of the accepted attempts that say anything about ``t``, the share started by then."""
+def _accepted_share(
+    starts: list[float], cuts: list[float], t: float, never: float = 0.0
+) -> float | None:
+    """Of the accepted attempts that say anything about ``t`` (``never``: as many again that
+    will not start), the share started by then."""
     started = sum(w * _share_below(i, t) for i, w in enumerate(starts))
-    total = sum(starts) + _cuts_beyond(cuts, t)
+    total = sum(starts) + _cuts_beyond(cuts, t) + never
     return None if total <= 0 else min(1.0, started / total)
+
+
+def start_tail(summary: Summary) -> float | None:
+    """The wait by which ``1 - TAIL`` of the accepted attempts had started (None: no start)."""
+    return _tail(summary.shape)
 
 
 def _tail(starts: list[float]) -> float | None:

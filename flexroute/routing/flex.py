@@ -59,7 +59,8 @@ from flexroute.upstream import UpstreamResponse
 
 Send = Callable[[bool], Awaitable[UpstreamResponse]]  # send(stream) -> the response, headers read
 # watch(outcome, seconds since the attempt was sent, Retry-After): each flex attempt as it ends,
-# for the availability model (flexroute.routing.advisor)
+# for the availability model (flexroute.routing.advisor) — and "accepted" when the provider
+# answers 200 and the attempt goes on waiting for its first output
 Watch = Callable[[str, float, float | None], None]
 # hold(stop): a context for the whole wait in which the caller may call stop() to end it now
 # (adaptive flex: flex became predicted down for this request's budget meanwhile)
@@ -278,6 +279,8 @@ async def _attempt(
     try:
         response = await send(stream)
         status = response.status
+        if status == 200 and mode.watch is not None:
+            mode.watch("accepted", clock() - began, None)
         if response.status != 200:
             body = await response.read()
             kind = dialect.classify_error(response.status, body)
