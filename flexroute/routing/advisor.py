@@ -40,6 +40,7 @@ from flexroute.config import Settings
 from flexroute.routing.adaptive import FlexMode, Plan, Policy, Probes, plan
 from flexroute.routing.availability import (
     Availability,
+    Estimate,
     Key,
     Summary,
     estimate_of,
@@ -112,9 +113,7 @@ class Advisor:
 
     def plan(self, key: Key, remaining: float, mode: FlexMode) -> Plan:
         """How much of ``remaining`` a flex request for ``key`` spends on flex."""
-        summary = self.availability.merged(key)
-        overdue = self.overdue(key, summary)
-        estimate = estimate_of(summary, remaining, self.availability.min_observations, overdue)
+        estimate, _, _ = self._estimate(key, remaining)
         down = estimate.p is not None and estimate.p < self.policy.threshold
         probe = mode is FlexMode.ADAPTIVE and down and self.probes.allowed(key, estimate)
         chosen = plan(estimate, remaining, mode, self.policy, probe=probe)
@@ -143,6 +142,14 @@ class Advisor:
             waiting.pop(token, None)
             if not waiting and self._waiting.get(key) is waiting:
                 del self._waiting[key]
+
+    def _estimate(self, key: Key, within: float) -> tuple[Estimate, Summary, int]:
+        """The estimate for ``key`` and ``within`` with this process's overdue attempts, and
+        the merged summary and overdue count behind it."""
+        merged = self.availability.merged(key)
+        overdue = self.overdue(key, merged)
+        minimum = self.availability.min_observations
+        return estimate_of(merged, within, minimum, overdue), merged, overdue
 
     def overdue(self, key: Key, summary: Summary) -> int:
         """How many of the attempts held for ``key`` were accepted and have waited past the
@@ -187,9 +194,7 @@ class Advisor:
         for key in sorted(self.availability.keys()):
             if org is not None and key[2] != org:
                 continue
-            merged = self.availability.merged(key)
-            overdue = self.overdue(key, merged)
-            estimate = estimate_of(merged, within, self.availability.min_observations, overdue)
+            estimate, merged, overdue = self._estimate(key, within)
             probes, skips = self.probes.counts(key)
             first, retries = refusal_shares(merged)
             if estimate.p is None:

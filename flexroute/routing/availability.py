@@ -273,8 +273,8 @@ def probability(
         accepted = _accepted_share(summary.starts, summary.cuts, left, overdue)
         p += chance * (1.0 if accepted is None else accepted)  # None: nothing says
         left -= wait
-        if left <= 0 or refused < 1e-4:
-            break
+        if left <= 0 or refused < 1e-4 or retry_refused >= 1.0:
+            break  # no budget for a retry, or no chance left that one is accepted
         chance, refused = refused * (1.0 - retry_refused), refused * retry_refused
     return min(1.0, p), observations
 
